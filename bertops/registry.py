@@ -1,0 +1,59 @@
+"""The MLflow model registry: where it lives and how to open it.
+
+On one machine: sqlite plus a local artifact folder under the state directory. On a cluster:
+a tracking server URI (``tracking_uri``) whose artifact store (S3/MinIO) KServe can read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+EXPERIMENT = "bertops"
+CHAMPION_ALIAS = "champion"
+
+
+def registry_dir(state_dir: str | Path) -> Path:
+    """Folder of the local registry (sqlite database and artifacts)."""
+    return Path(state_dir).resolve() / "registry"
+
+
+def resolve_tracking_uri(tracking_uri: str, state_dir: str | Path) -> str:
+    """``tracking_uri`` if given, else the local sqlite registry under ``state_dir``."""
+    if tracking_uri:
+        return tracking_uri
+    return f"sqlite:///{registry_dir(state_dir) / 'mlflow.db'}"
+
+
+def open_client(tracking_uri: str, state_dir: str | Path) -> MlflowClient:
+    """An ``MlflowClient`` for the tracking server and model registry (same URI)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri, state_dir)
+    if uri.startswith("sqlite:///"):
+        registry_dir(state_dir).mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, state_dir: str | Path) -> str:
+    """The project's experiment, created on first use with artifacts under the state directory
+    (MLflow would otherwise put them in ``./mlruns`` of whatever directory the step runs in)."""
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return str(found.experiment_id)
+    tracking = client._tracking_client.tracking_uri  # noqa: SLF001 - the client keeps no public getter
+    location = (registry_dir(state_dir) / "artifacts").as_uri() if tracking.startswith("sqlite:") else None
+    return str(client.create_experiment(EXPERIMENT, artifact_location=location))
+
+
+def version_metrics(client: MlflowClient, name: str, version: str) -> dict[str, float]:
+    """The metrics recorded on a model version (its ``metric.*`` tags)."""
+    tags = client.get_model_version(name, version).tags
+    return {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")}

@@ -1,0 +1,1 @@
+"""Deploy: serve a registered model version as a KServe endpoint."""

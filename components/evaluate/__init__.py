@@ -1,0 +1,1 @@
+"""Evaluate: held-out test metrics and the confusion matrix."""

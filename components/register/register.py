@@ -1,0 +1,131 @@
+"""Register a fine-tuned model in MLflow with its metrics, parameters and lineage.
+
+Registration is ordered so that a crash at any point leaves no half-registered version:
+the run and its artifacts are written first, and the model version (with all its tags) is
+created last, in one registry transaction. A crash before that leaves at most a run marked
+FAILED, which no version points to.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertops.errors import BertopsError
+from bertops.registry import CHAMPION_ALIAS, experiment_id, open_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RegisteredVersion:
+    """A model version as the registry holds it."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    champion: bool
+
+
+def model_card(name: str, metrics: dict[str, float], params: dict[str, Any], lineage: dict[str, str]) -> str:
+    """A Markdown model card: what the model is, how it was trained and how well it did."""
+    metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    param_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
+    lineage_rows = "\n".join(f"| {k} | `{v}` |" for k, v in sorted(lineage.items()))
+    return f"""# Model card: {name}
+
+A BERT-style sequence classifier fine-tuned by the bertops pipeline.
+
+## Evaluation (held-out test split)
+| metric | value |
+|---|---|
+{metric_rows}
+
+## Training parameters
+| parameter | value |
+|---|---|
+{param_rows}
+
+## Lineage
+| what | value |
+|---|---|
+{lineage_rows}
+
+## Intended use and limits
+Topic classification of English news-style text into the labels above. Texts are truncated
+to the training sequence length; accuracy on other domains is not measured.
+"""
+
+
+def register_model(
+    model_dir: Path,
+    model_name: str,
+    metrics: dict[str, float],
+    params: dict[str, Any],
+    lineage: dict[str, str],
+    promote: bool,
+    state_dir: str = ".bertops",
+    tracking_uri: str = "",
+) -> RegisteredVersion:
+    """Log a run with the model's files, then create a registry version pointing at them.
+
+    ``lineage`` holds at least ``data_version``, ``git_commit``, ``base_model`` and
+    ``pipeline_run``. When ``promote`` is true the ``champion`` alias moves to the new version.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    if not (model_dir / "config.json").is_file():
+        raise BertopsError(f"{model_dir}: not a saved model (no config.json); nothing registered")
+    client = open_client(tracking_uri, state_dir)
+    card = model_card(model_name, metrics, params, lineage)
+    run = client.create_run(
+        experiment_id(client, state_dir), tags={"mlflow.runName": f"{model_name}-{lineage.get('pipeline_run', '')}"}
+    )
+    run_id = run.info.run_id
+    try:
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+            tags=[RunTag(k, str(v)) for k, v in lineage.items()],
+        )
+        client.log_artifacts(run_id, str(model_dir), "model")
+        client.log_text(run_id, card, "model_card.md")
+        client.set_terminated(run_id, "FINISHED")
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{run.info.artifact_uri}/model"
+    version = client.create_model_version(
+        model_name,
+        source=source,
+        run_id=run_id,
+        tags={**lineage, **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()}},
+        description=card,
+    )
+    if promote:
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
+    log.info("registered %s version %s%s", model_name, version.version, " as champion" if promote else "")
+    return RegisteredVersion(model_name, str(version.version), run_id, source, promote)
+
+
+def model_files(model_name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> Path:
+    """The local directory holding a registered version's model files (local artifact store only)."""
+    from urllib.parse import unquote, urlparse
+
+    client = open_client(tracking_uri, state_dir)
+    uri = client.get_model_version_download_uri(model_name, version)
+    parsed = urlparse(uri)
+    path = Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+    if path is None or not (path / "config.json").is_file():
+        raise BertopsError(f"{model_name} version {version}: model files not found locally at {uri}")
+    return path

@@ -1,0 +1,1 @@
+"""Tokenize: text to token ids with the base model's tokenizer, unpadded."""

@@ -1,0 +1,1 @@
+"""Validate: a Great Expectations gate in front of everything else."""

@@ -1,0 +1,1 @@
+"""The training pipeline and its entry points: run locally, compile for Kubeflow."""

@@ -1,0 +1,79 @@
+"""The one pipeline: validate -> tokenize -> finetune -> evaluate -> register -> deploy (if it passed).
+
+Parameter defaults come from ``bertops.config`` so the CLI, the compiled YAML and the Kubeflow
+UI's run form all start from the same values.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from bertops.config import DataConfig, GateConfig, RegistryConfig, ServeConfig, TrainConfig
+from components.deploy.component import deploy
+from components.evaluate.component import evaluate
+from components.finetune.component import finetune
+from components.register.component import register
+from components.tokenize.component import tokenize
+from components.validate.component import validate
+
+PIPELINE_NAME = "bertops-text-classifier"
+_D, _T, _G, _R, _S = DataConfig(), TrainConfig(), GateConfig(), RegistryConfig(), ServeConfig()
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Validate, tokenize, fine-tune, evaluate and register a BERT-style text classifier; deploy it if it passes.",
+)
+def training_pipeline(
+    data_dir: str = _D.data_dir,
+    text_column: str = _D.text_column,
+    label_column: str = _D.label_column,
+    max_train_samples: int = _D.max_train_samples,
+    max_eval_samples: int = _D.max_eval_samples,
+    base_model: str = _T.base_model,
+    max_length: int = _T.max_length,
+    batch_size: int = _T.batch_size,
+    epochs: int = _T.epochs,
+    max_steps: int = _T.max_steps,
+    learning_rate: float = _T.learning_rate,
+    warmup_ratio: float = _T.warmup_ratio,
+    weight_decay: float = _T.weight_decay,
+    seed: int = _T.seed,
+    min_accuracy: float = _G.min_accuracy,
+    model_name: str = _R.model_name,
+    state_dir: str = _R.state_dir,
+    tracking_uri: str = _R.tracking_uri,
+    serve_port: int = _S.serve_port,
+    git_commit: str = "unknown",
+) -> NamedTuple(  # type: ignore[valid-type]
+    "PipelineOutputs", [("data_version", str), ("validation", str), ("version", str)]
+):
+    validated = validate(data_dir=data_dir, text_column=text_column, label_column=label_column)
+    tokenized = tokenize(
+        dataset=validated.outputs["dataset"], base_model=base_model, max_length=max_length,
+        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed,
+    )
+    trained = finetune(
+        tokenized=tokenized.outputs["tokenized"], base_model=base_model, batch_size=batch_size, epochs=epochs,
+        max_steps=max_steps, learning_rate=learning_rate, warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay, seed=seed,
+    )
+    # Fine-tuning is the GPU step; the local runner ignores this request (with a warning).
+    trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    evaluated = evaluate(model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"], min_accuracy=min_accuracy)
+    registered = register(
+        model=trained.outputs["model"], test_metrics=evaluated.outputs["metrics"],
+        train_metrics=trained.outputs["metrics"], tokenized=tokenized.outputs["tokenized"],
+        data_version=validated.outputs["data_version"], passed=evaluated.outputs["Output"],
+        model_name=model_name, state_dir=state_dir, tracking_uri=tracking_uri, git_commit=git_commit,
+        pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    registered.set_caching_options(False)
+    with dsl.If(evaluated.outputs["Output"] == True, name="passed-gate"):  # noqa: E712 - KFP condition syntax
+        deployed = deploy(
+            model_name=model_name, version=registered.outputs["Output"], state_dir=state_dir,
+            tracking_uri=tracking_uri, serve_port=serve_port,
+        )
+        deployed.set_caching_options(False)
+    outputs = NamedTuple("PipelineOutputs", [("data_version", str), ("validation", str), ("version", str)])
+    return outputs(validated.outputs["data_version"], validated.outputs["summary"], registered.outputs["Output"])
