@@ -66,7 +66,9 @@ def predict_proba(
 
     device = next(model.parameters()).device
     model.eval()
-    out = torch.empty((len(sequences), model.config.num_labels), dtype=torch.float32)
+    num_labels = model.config.num_labels
+    assert num_labels, "a sequence-classification model has num_labels"
+    out = torch.empty((len(sequences), num_labels), dtype=torch.float32)
     with torch.inference_mode():
         for batch in sorted_batches([len(s) for s in sequences], batch_size):
             ids, mask = pad_batch([sequences[i] for i in batch], pad_id, pin_memory=device.type == "cuda")

@@ -60,9 +60,7 @@ class RegistryConfig:
     state_dir: str = field(
         default=".bertops", metadata={"help": "local state: registry, endpoints, pipeline artifacts"}
     )
-    tracking_uri: str = field(
-        default="", metadata={"help": "MLflow tracking URI (empty: sqlite under state_dir)"}
-    )
+    tracking_uri: str = field(default="", metadata={"help": "MLflow tracking URI (empty: sqlite under state_dir)"})
 
 
 @dataclass
@@ -131,5 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_namespace(namespace: argparse.Namespace, base: PipelineConfig | None = None) -> PipelineConfig:
     """The configuration with every flag the user gave applied over ``base``."""
-    overrides = {name: getattr(namespace, name) for name in parameter_names() if getattr(namespace, name, None) is not None}
+    overrides = {
+        name: getattr(namespace, name) for name in parameter_names() if getattr(namespace, name, None) is not None
+    }
     return (base or PipelineConfig()).replace(**overrides)

@@ -46,7 +46,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise BertopsError(f"{path}: not valid UTF-8 at byte {exc.start}") from exc
     except BertopsError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file to the user
+    except Exception as exc:
         raise BertopsError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
     raise BertopsError(f"{path}: unsupported format {path.suffix!r} (use .jsonl, .csv or .parquet)")
 
@@ -66,7 +66,9 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BertopsError(f"{path}: line {number} is not valid JSON ({exc.msg}); is the file truncated?") from exc
+                raise BertopsError(
+                    f"{path}: line {number} is not valid JSON ({exc.msg}); is the file truncated?"
+                ) from exc
             if not isinstance(record, dict):
                 raise BertopsError(f"{path}: line {number} is not a JSON object")
             rows.append(record)

@@ -61,9 +61,7 @@ def load_bbc_news() -> list[dict[str, object]]:
     return rows
 
 
-def split_rows(
-    rows: list[dict[str, object]], seed: int = SPLIT_SEED
-) -> dict[str, list[dict[str, object]]]:
+def split_rows(rows: list[dict[str, object]], seed: int = SPLIT_SEED) -> dict[str, list[dict[str, object]]]:
     """Stratified train/validation/test split, deterministic for a given seed."""
     by_label: dict[str, list[dict[str, object]]] = defaultdict(list)
     for row in rows:

@@ -48,8 +48,10 @@ def experiment_id(client: MlflowClient, state_dir: str | Path) -> str:
     found = client.get_experiment_by_name(EXPERIMENT)
     if found is not None:
         return str(found.experiment_id)
-    tracking = client._tracking_client.tracking_uri  # noqa: SLF001 - the client keeps no public getter
-    location = (registry_dir(state_dir) / "artifacts").as_uri() if tracking.startswith("sqlite:") else None
+    import mlflow
+
+    local = mlflow.get_tracking_uri().startswith("sqlite:")
+    location = (registry_dir(state_dir) / "artifacts").as_uri() if local else None
     return str(client.create_experiment(EXPERIMENT, artifact_location=location))
 
 

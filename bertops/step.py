@@ -21,6 +21,8 @@ def step(name: str) -> Iterator[logging.Logger]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for noisy in ("great_expectations", "mlflow", "alembic", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger(f"bertops.{name}")
     try:
         yield log

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -36,8 +37,14 @@ class LocalRunResult:
 
 # Executor chatter that the full log keeps but the terminal does not need.
 _NOISE = (
-    "Got executor_input", "Looking for component", "Loading KFP component", "Wrote executor output",
-    "Skipping registering", "RuntimeWarning", "warnings.warn(", "Streamed logs",
+    "Got executor_input",
+    "Looking for component",
+    "Loading KFP component",
+    "Wrote executor output",
+    "Skipping registering",
+    "RuntimeWarning",
+    "warnings.warn(",
+    "Streamed logs",
 )
 
 
@@ -54,7 +61,8 @@ class _StepLogFilter(io.TextIOBase):
         self._buffer += text
         *lines, self._buffer = self._buffer.split("\n")
         for line in lines:
-            if self._verbose or ("[KFP Executor" in line and not any(n in line for n in _NOISE)):
+            step_line = "[KFP Executor" in line or "Executing task" in line or "finished with status" in line
+            if self._verbose or (step_line and not any(n in line for n in _NOISE)):
                 self._terminal.write(line + "\n")
         self._terminal.flush()
         return len(text)
@@ -71,6 +79,11 @@ def run_local(config: PipelineConfig, git_commit: str = "unknown", verbose: bool
     output goes to ``<state_dir>/runs/<time>.log``.
     """
     from kfp import local
+
+    # Expected locally: the tasks run in this environment, not in their images (use_venv=False),
+    # and resource requests only apply on a cluster.
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
 
     from pipelines.training_pipeline import training_pipeline
 

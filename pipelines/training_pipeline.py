@@ -20,6 +20,14 @@ PIPELINE_NAME = "bertops-text-classifier"
 _D, _T, _G, _R, _S = DataConfig(), TrainConfig(), GateConfig(), RegistryConfig(), ServeConfig()
 
 
+class PipelineOutputs(NamedTuple):
+    """What a finished run returns: lineage, the validation verdict, the registered version."""
+
+    data_version: str
+    validation: str
+    version: str
+
+
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Validate, tokenize, fine-tune, evaluate and register a BERT-style text classifier; deploy it if it passes.",
@@ -45,35 +53,55 @@ def training_pipeline(
     tracking_uri: str = _R.tracking_uri,
     serve_port: int = _S.serve_port,
     git_commit: str = "unknown",
-) -> NamedTuple(  # type: ignore[valid-type]
-    "PipelineOutputs", [("data_version", str), ("validation", str), ("version", str)]
-):
+) -> PipelineOutputs:
     validated = validate(data_dir=data_dir, text_column=text_column, label_column=label_column)
     tokenized = tokenize(
-        dataset=validated.outputs["dataset"], base_model=base_model, max_length=max_length,
-        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed,
+        dataset=validated.outputs["dataset"],
+        base_model=base_model,
+        max_length=max_length,
+        max_train_samples=max_train_samples,
+        max_eval_samples=max_eval_samples,
+        seed=seed,
     )
     trained = finetune(
-        tokenized=tokenized.outputs["tokenized"], base_model=base_model, batch_size=batch_size, epochs=epochs,
-        max_steps=max_steps, learning_rate=learning_rate, warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay, seed=seed,
+        tokenized=tokenized.outputs["tokenized"],
+        base_model=base_model,
+        batch_size=batch_size,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
     )
     # Fine-tuning is the GPU step; the local runner ignores this request (with a warning).
     trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-    evaluated = evaluate(model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"], min_accuracy=min_accuracy)
+    evaluated = evaluate(
+        model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"], min_accuracy=min_accuracy
+    )
     registered = register(
-        model=trained.outputs["model"], test_metrics=evaluated.outputs["metrics"],
-        train_metrics=trained.outputs["metrics"], tokenized=tokenized.outputs["tokenized"],
-        data_version=validated.outputs["data_version"], passed=evaluated.outputs["Output"],
-        model_name=model_name, state_dir=state_dir, tracking_uri=tracking_uri, git_commit=git_commit,
+        model=trained.outputs["model"],
+        test_metrics=evaluated.outputs["metrics"],
+        train_metrics=trained.outputs["metrics"],
+        tokenized=tokenized.outputs["tokenized"],
+        data_version=validated.outputs["data_version"],
+        passed=evaluated.outputs["Output"],
+        model_name=model_name,
+        state_dir=state_dir,
+        tracking_uri=tracking_uri,
+        git_commit=git_commit,
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     registered.set_caching_options(False)
     with dsl.If(evaluated.outputs["Output"] == True, name="passed-gate"):  # noqa: E712 - KFP condition syntax
         deployed = deploy(
-            model_name=model_name, version=registered.outputs["Output"], state_dir=state_dir,
-            tracking_uri=tracking_uri, serve_port=serve_port,
+            model_name=model_name,
+            version=registered.outputs["Output"],
+            state_dir=state_dir,
+            tracking_uri=tracking_uri,
+            serve_port=serve_port,
         )
         deployed.set_caching_options(False)
-    outputs = NamedTuple("PipelineOutputs", [("data_version", str), ("validation", str), ("version", str)])
-    return outputs(validated.outputs["data_version"], validated.outputs["summary"], registered.outputs["Output"])
+    return PipelineOutputs(
+        validated.outputs["data_version"], validated.outputs["summary"], registered.outputs["Output"]
+    )

@@ -54,8 +54,10 @@ class TextClassifierModel(Model):
         }
 
 
-def _texts_v1(payload: dict[str, Any]) -> list[str]:
-    instances = payload.get("instances") if isinstance(payload, dict) else None
+def _texts_v1(payload: dict[str, Any] | bytes) -> list[str]:
+    if not isinstance(payload, dict):
+        raise InvalidInput("request body must be a JSON object sent with Content-Type: application/json")
+    instances = payload.get("instances")
     if not isinstance(instances, list) or not instances:
         raise InvalidInput('V1 body must be {"instances": ["text", ...]} with at least one instance')
     texts = []

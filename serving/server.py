@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> None:
 
     class BoundRESTServer(RESTServer):
         def __init__(self, *a: object, **kw: object) -> None:
-            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            super().__init__(*a, **kw)
             self.config.host = host
 
-    kserve_model_server.RESTServer = BoundRESTServer  # type: ignore[misc]
+    kserve_model_server.RESTServer = BoundRESTServer
     logging.basicConfig(level=logging.INFO)
     predictor = TextClassifierPredictor(args.model_dir, device=args.device)
     model = TextClassifierModel(args.model_name, predictor)

@@ -35,9 +35,23 @@ def start_server(model_dir: Path, name: str, port: int, log_file: Path) -> subpr
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--model-dir", str(model_dir), "--model-name", name,
-             "--host", LOOPBACK, "--http-port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "serving.server",
+                "--model-dir",
+                str(model_dir),
+                "--model-name",
+                name,
+                "--host",
+                LOOPBACK,
+                "--http-port",
+                str(port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -77,8 +91,13 @@ def deploy_local(
     log_file = endpoints.endpoints_dir(state_dir) / f"{model_name}.v{version}.log"
     process = start_server(model_dir, model_name, port, log_file)
     endpoint = Endpoint(
-        name=model_name, url=f"http://{LOOPBACK}:{port}", pid=process.pid, model_version=version,
-        model_dir=str(model_dir), log_file=str(log_file), started_at=time.time(),
+        name=model_name,
+        url=f"http://{LOOPBACK}:{port}",
+        pid=process.pid,
+        model_version=version,
+        model_dir=str(model_dir),
+        log_file=str(log_file),
+        started_at=time.time(),
     )
     wait_ready(endpoint, process, timeout)
     endpoints.save(endpoint, state_dir)

@@ -41,7 +41,12 @@ def compute_metrics(y_true: list[int], y_pred: list[int], labels: list[str]) -> 
     recall = np.divide(tp, actual, out=np.zeros(k), where=actual > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
     per_class = {
-        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(actual[i])}
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(actual[i]),
+        }
         for i, name in enumerate(labels)
     }
     total = int(matrix.sum())
@@ -55,7 +60,9 @@ def compute_metrics(y_true: list[int], y_pred: list[int], labels: list[str]) -> 
     )
 
 
-def evaluate_model(model_dir: Path, tokenized_dir: Path, out_file: Path | None = None, batch_size: int = 64) -> Evaluation:
+def evaluate_model(
+    model_dir: Path, tokenized_dir: Path, out_file: Path | None = None, batch_size: int = 64
+) -> Evaluation:
     """Predict the test split with the model in ``model_dir``; optionally write the result as JSON."""
     from transformers import AutoModelForSequenceClassification
 

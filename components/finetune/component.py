@@ -28,8 +28,16 @@ def finetune(
 
     with step("finetune"):
         result = run_finetune(
-            Path(tokenized.path), Path(model.path), base_model, batch_size, epochs, max_steps,
-            learning_rate, warmup_ratio, weight_decay, seed,
+            Path(tokenized.path),
+            Path(model.path),
+            base_model,
+            batch_size,
+            epochs,
+            max_steps,
+            learning_rate,
+            warmup_ratio,
+            weight_decay,
+            seed,
         )
         model.metadata.update({"base_model": base_model, "framework": "transformers"})
         for name in ("final_train_loss", "validation_accuracy", "samples_per_second", "train_seconds"):

@@ -155,6 +155,12 @@ def finetune(
     (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
     log.info(
         "trained %d steps (%d samples) in %.0fs on %s: %.1f samples/s, final loss %.3f, validation accuracy %.3f",
-        step, samples, seconds, target, result.samples_per_second, loss_value, val_accuracy,
+        step,
+        samples,
+        seconds,
+        target,
+        result.samples_per_second,
+        loss_value,
+        val_accuracy,
     )
     return result

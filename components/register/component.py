@@ -28,12 +28,14 @@ def register(
     from pathlib import Path
 
     from bertops.step import step
-    from components.register.register import register_model
     from components.register.register import model_card as render_card
+    from components.register.register import register_model
 
     with step("register"):
         metrics = {k: float(v) for k, v in test_metrics.metadata.items() if isinstance(v, (int, float))}
-        metrics.update({f"train_{k}": float(v) for k, v in train_metrics.metadata.items() if isinstance(v, (int, float))})
+        metrics.update(
+            {f"train_{k}": float(v) for k, v in train_metrics.metadata.items() if isinstance(v, (int, float))}
+        )
         params = {"max_length": tokenized.metadata.get("max_length"), **model.metadata}
         lineage = {
             "data_version": data_version,

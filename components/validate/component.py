@@ -38,5 +38,5 @@ def validate(
             if (out / "report.html").is_file():
                 shutil.copyfile(out / "report.html", report.path)
         dataset.metadata.update({"data_version": version, "rows": result.rows, "labels": result.labels})
-        outputs = namedtuple("ValidateOutputs", ["data_version", "summary"])
-        return outputs(version, result.summary())
+        ValidateOutputs = namedtuple("ValidateOutputs", ["data_version", "summary"])
+        return ValidateOutputs(version, result.summary())

@@ -40,6 +40,8 @@ class CheckResult:
     success: bool
     unexpected_count: int = 0
     examples: list[str] = field(default_factory=list)
+    # 1-based data rows (the line number in a JSON Lines file).
+    rows: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -61,9 +63,7 @@ class ValidationReport:
         return f"{passed}/{len(self.checks)} expectations passed" + ("" if not failed else f", {len(failed)} failed")
 
 
-def build_suite(
-    split: str, text_column: str, label_column: str, labels: list[str]
-) -> gx.ExpectationSuite:
+def build_suite(split: str, text_column: str, label_column: str, labels: list[str]) -> gx.ExpectationSuite:
     """The expectation suite for one split, built in code so it is versioned with the project."""
     import great_expectations as gx
 
@@ -81,9 +81,7 @@ def build_suite(
     return suite
 
 
-def _run_suite(
-    context: Any, split: str, frame: pd.DataFrame, suite: gx.ExpectationSuite
-) -> list[CheckResult]:
+def _run_suite(context: Any, split: str, frame: pd.DataFrame, suite: gx.ExpectationSuite) -> list[CheckResult]:
     asset = context.data_sources.add_pandas(f"pandas-{split}").add_dataframe_asset(name=split)
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 3})
@@ -102,17 +100,10 @@ def _run_suite(
                 success=bool(item.success),
                 unexpected_count=int(details.get("unexpected_count") or 0),
                 examples=examples,
+                rows=[int(i) + 1 for i in details.get("partial_unexpected_index_list", [])[:3]],
             )
         )
     return checks
-
-
-def _row_numbers(frame: pd.DataFrame, column: str, values: list[str]) -> str:
-    if column not in frame.columns:
-        return ""
-    mask = frame[column].isna() if not values else frame[column].astype(str).map(repr).str[:80].isin(values)
-    rows = [str(i + 1) for i in frame.index[mask][:3]]
-    return f" (rows {', '.join(rows)})" if rows else ""
 
 
 def validate_dataset(
@@ -155,17 +146,18 @@ def validate_dataset(
         problems = []
         for check in report.failures()[:3]:
             where = f"column {check.column!r}" if check.column else "table"
-            frame = frames[check.split]
-            rows = _row_numbers(frame, check.column, check.examples) if check.column else ""
+            where_rows = f" at rows {', '.join(map(str, check.rows))}" if check.rows else ""
             examples = f"; e.g. {', '.join(check.examples)}" if check.examples else ""
             problems.append(
                 f"{check.split} split, {where}: {check.expectation} failed"
-                f" ({check.unexpected_count} bad rows{rows}{examples})"
+                f" ({check.unexpected_count} bad row{'' if check.unexpected_count == 1 else 's'}{where_rows}{examples})"
             )
         raise ValidationFailed(f"data validation failed in {data_dir}: " + " | ".join(problems))
     for split, frame in frames.items():
-        rows = [{"text": str(t), "label": str(y)} for t, y in zip(frame[text_column], frame[label_column], strict=True)]
-        write_jsonl(rows, out_dir / f"{split}.jsonl")
+        records: list[dict[str, object]] = [
+            {"text": str(t), "label": str(y)} for t, y in zip(frame[text_column], frame[label_column], strict=True)
+        ]
+        write_jsonl(records, out_dir / f"{split}.jsonl")
     log.info("validation passed: %s", report.summary())
     return report
 
@@ -187,11 +179,11 @@ def render_html(report: ValidationReport) -> str:
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
 table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;font-size:.9rem}}
 th{{background:#f3f3f3}}tr.bad td{{background:#fde8e8}}tr.ok td:nth-child(4){{color:#17702f}}
-.verdict{{font-weight:bold;color:{'#17702f' if report.success else '#b00020'}}}
+.verdict{{font-weight:bold;color:{"#17702f" if report.success else "#b00020"}}}
 </style></head><body>
 <h1>Data validation: <span class="verdict">{verdict}</span></h1>
 <p>Data version <code>{html.escape(report.data_version)}</code>; rows {html.escape(counts)};
-labels {html.escape(', '.join(report.labels))}. {html.escape(report.summary())}.</p>
+labels {html.escape(", ".join(report.labels))}. {html.escape(report.summary())}.</p>
 <table><tr><th>split</th><th>expectation</th><th>column</th><th>result</th><th>bad rows</th><th>examples</th></tr>
 {rows}
 </table></body></html>

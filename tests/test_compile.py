@@ -1,0 +1,29 @@
+"""`bertops compile` writes IR YAML that kfp loads back and that parses strictly as a PipelineSpec."""
+
+from pathlib import Path
+
+import yaml
+from google.protobuf import json_format
+from kfp import components
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from bertops.cli import main
+from bertops.config import parameter_names
+
+
+def test_compiled_pipeline_loads_and_parses_strictly(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(out)]) == 0
+    loaded = components.load_component_from_file(str(out))
+    assert loaded.name == "bertops-text-classifier"
+    spec = json_format.ParseDict(
+        next(yaml.safe_load_all(out.read_text())), pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False
+    )
+    assert set(parameter_names()) <= set(spec.root.input_definitions.parameters)
+    tasks = spec.root.dag.tasks
+    assert {"validate", "tokenize", "finetune", "evaluate", "register", "condition-1"} <= set(tasks)
+    finetune_container = spec.deployment_spec["executors"]["exec-finetune"]["container"]
+    assert finetune_container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert finetune_container["image"].startswith("ghcr.io/bertops/bertops-cuda:")
+    # The deploy step only runs under the gate.
+    assert "deploy" in spec.components["comp-condition-1"].dag.tasks

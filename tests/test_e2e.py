@@ -1,0 +1,75 @@
+"""The real pipeline through kfp.local on a small slice: validate -> ... -> a live endpoint."""
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from bertops import endpoints
+from bertops.config import PipelineConfig
+from bertops.registry import open_client, version_metrics
+from pipelines.run_local import run_local
+
+pytestmark = pytest.mark.e2e
+
+
+def test_pipeline_runs_end_to_end_and_serves(bbc_data: Path, state_dir: Path) -> None:
+    config = PipelineConfig().replace(
+        data_dir=str(bbc_data),
+        state_dir=str(state_dir),
+        max_train_samples=240,
+        max_eval_samples=100,
+        max_length=64,
+        max_steps=30,
+        min_accuracy=0.3,
+        model_name="e2e-news",
+    )
+    result = run_local(config, git_commit="test-commit")
+
+    assert result.version == "1"
+    assert result.validation == "24/24 expectations passed"
+    client = open_client("", state_dir)
+    version = client.get_model_version("e2e-news", "1")
+    assert version.tags["git_commit"] == "test-commit"
+    assert version.tags["data_version"] == "untracked"  # a copy outside DVC is labelled as such
+    assert version.tags["base_model"] == config.train.base_model
+    accuracy = version_metrics(client, "e2e-news", "1")["accuracy"]
+    assert accuracy > 0.5, f"held-out accuracy {accuracy} is not clearly above chance (0.2)"
+
+    endpoint = endpoints.get("e2e-news", state_dir)
+    assert endpoint.model_version == "1" and endpoint.url.startswith("http://127.0.0.1:")
+    v1 = requests.post(
+        endpoint.v1_predict_url, json={"instances": ["The striker scored in the cup final."]}, timeout=60
+    )
+    assert v1.status_code == 200 and v1.json()["predictions"][0]["label"] in (
+        "business",
+        "entertainment",
+        "politics",
+        "sports",
+        "tech",
+    )
+    body = {
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Parliament votes on the budget."]}]
+    }
+    v2 = requests.post(endpoint.v2_infer_url, json=body, timeout=60)
+    assert v2.status_code == 200
+    assert {o["name"] for o in v2.json()["outputs"]} == {"label", "probabilities"}
+
+
+def test_failed_validation_stops_the_pipeline_before_training(bbc_data: Path, state_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "data"
+    broken.mkdir()
+    for split in ("train", "validation", "test"):
+        (broken / f"{split}.jsonl").write_bytes((bbc_data / f"{split}.jsonl").read_bytes())
+    with (broken / "test.jsonl").open("a") as handle:
+        handle.write('{"text": "A new topic entirely", "label": "weather"}\n')
+    config = PipelineConfig().replace(data_dir=str(broken), state_dir=str(state_dir), model_name="e2e-broken")
+    from bertops.errors import BertopsError
+
+    with pytest.raises(
+        BertopsError, match=r"validate: .*test split, column 'label': expect_column_values_to_be_in_set"
+    ):
+        run_local(config)
+    client = open_client("", state_dir)
+    assert client.search_registered_models() == []
+    assert endpoints.list_endpoints(state_dir) == []
