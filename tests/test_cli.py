@@ -42,3 +42,11 @@ def test_validate_reports_a_broken_file(tmp_path: Path) -> None:
     result = _bertops("validate", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "test.jsonl: line 1 is not valid JSON" in result.stderr
+
+
+def test_unknown_hub_model_offline_names_the_model(tmp_path: Path) -> None:
+    from bertops.errors import BertopsError
+    from bertops.model_source import load_tokenizer
+
+    with pytest.raises(BertopsError, match="base model 'no-such-org/no-such-model': cannot load it"):
+        load_tokenizer("no-such-org/no-such-model")

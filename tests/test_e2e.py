@@ -73,3 +73,20 @@ def test_failed_validation_stops_the_pipeline_before_training(bbc_data: Path, st
     client = open_client("", state_dir)
     assert client.search_registered_models() == []
     assert endpoints.list_endpoints(state_dir) == []
+
+
+def test_a_model_below_the_gate_is_registered_but_not_deployed(bbc_data: Path, state_dir: Path) -> None:
+    config = PipelineConfig().replace(
+        data_dir=str(bbc_data),
+        state_dir=str(state_dir),
+        max_train_samples=32,
+        max_eval_samples=20,
+        max_length=32,
+        max_steps=1,
+        min_accuracy=0.99,
+        model_name="e2e-gated",
+    )
+    result = run_local(config)
+    client = open_client("", state_dir)
+    assert client.get_model_version("e2e-gated", result.version).aliases == []
+    assert endpoints.list_endpoints(state_dir) == []

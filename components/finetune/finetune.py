@@ -19,7 +19,7 @@ from pathlib import Path
 from bertops.batching import length_grouped_batches, pad_batch, predict_proba
 from bertops.device import autocast_dtype, pick_device
 from bertops.errors import BertopsError
-from bertops.model_source import resolve_model_source
+from bertops.model_source import load_tokenizer, resolve_model_source
 from components.tokenize.tokenization import load_tokenized
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def finetune(
     """
     import torch
     from tqdm import tqdm
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
     from transformers import set_seed as hf_set_seed
 
     if batch_size < 1 or learning_rate <= 0 or epochs < 1 or max_steps < 0:
@@ -74,7 +74,7 @@ def finetune(
     source = resolve_model_source(base_model)
     train_ids, train_labels, names = load_tokenized(tokenized_dir, "train")
     val_ids, val_labels, _ = load_tokenized(tokenized_dir, "validation")
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
         source,
         num_labels=len(names),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bertops.dataio import SPLITS, read_table
 from bertops.errors import BertopsError
-from bertops.model_source import resolve_model_source
+from bertops.model_source import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,10 @@ def tokenize_dataset(
     Labels are numbered in sorted order of the train split's label names. Returns rows per split.
     """
     import pandas as pd
-    from transformers import AutoTokenizer
 
     if max_length < 8:
         raise BertopsError(f"max_length must be at least 8, got {max_length}")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(base_model))
+    tokenizer = load_tokenizer(base_model)
     frames = {split: read_table(data_dir / f"{split}.jsonl") for split in SPLITS}
     label_names = sorted(frames["train"]["label"].astype(str).unique())
     label_ids = {name: i for i, name in enumerate(label_names)}
