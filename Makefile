@@ -50,5 +50,5 @@ compile: $(STAMP) ## Compile the pipeline YAML for the Kubeflow UI / `kfp run cr
 	$(BIN)/bertops compile
 
 clean: ## Stop local endpoints and remove local state (registry, artifacts); keeps .venv and data
-	-$(BIN)/bertops endpoints list >/dev/null 2>&1 && for n in $$(ls .bertops/endpoints/*.json 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.json$$//'); do $(BIN)/bertops endpoints delete $$n; done
+	@for f in .bertops/endpoints/*.json; do [ -e "$$f" ] && $(BIN)/bertops endpoints delete "$$(basename "$$f" .json)"; done; true
 	rm -rf .bertops pipelines/compiled
