@@ -35,10 +35,12 @@ def bbc_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random BERT with MiniLM's real tokenizer: a BERT-style model that trains in seconds."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     from bertops.model_source import resolve_model_source
 
+    torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(MINILM))
     config = BertConfig(
@@ -76,11 +78,11 @@ def tokenized_small(validated: Path, tiny_model: Path, tmp_path_factory: pytest.
 
 @pytest.fixture(scope="session")
 def trained_tiny(tokenized_small: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model fine-tuned for 100 steps (about 2 s): enough to learn the topics well above chance."""
+    """The tiny model fine-tuned for 150 steps (a few seconds): 0.75-0.77 validation accuracy over seeds 0-3."""
     from components.finetune.finetune import finetune
 
     out = tmp_path_factory.mktemp("trained")
-    finetune(tokenized_small, out, str(tiny_model), batch_size=16, max_steps=100, learning_rate=5e-3)
+    finetune(tokenized_small, out, str(tiny_model), batch_size=16, max_steps=150, learning_rate=2e-3)
     return out
 
 

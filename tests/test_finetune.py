@@ -37,9 +37,9 @@ def test_finetune_learns_and_saves_a_loadable_classifier(trained_tiny: Path) -> 
     from transformers import AutoModelForSequenceClassification
 
     result = json.loads((trained_tiny / "training.json").read_text())
-    assert result["steps"] == 100
-    assert result["final_train_loss"] < 1.3  # starts near ln(5) = 1.61
-    assert result["validation_accuracy"] > 0.45  # 5 classes: chance is 0.2
+    assert result["steps"] == 150
+    assert result["final_train_loss"] < 1.0  # starts near ln(5) = 1.61
+    assert result["validation_accuracy"] > 0.5  # 5 classes: chance is 0.2
     model = AutoModelForSequenceClassification.from_pretrained(trained_tiny)
     assert model.config.id2label[3] == "sports"
 
