@@ -38,7 +38,7 @@ def _git_commit(root: Path) -> str:
 def _absolute(config: cfg.PipelineConfig) -> cfg.PipelineConfig:
     """Resolve relative paths now: the pipeline's tasks run in other processes."""
     return config.replace(
-        data_dir=str(Path(config.data.data_dir).resolve()), state_dir=str(Path(config.registry.state_dir).resolve())
+        data_path=str(Path(config.data.data_path).resolve()), state_dir=str(Path(config.registry.state_dir).resolve())
     )
 
 
@@ -50,7 +50,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     config = _absolute(cfg.from_namespace(args))
     root = Path.cwd()
     started = time.perf_counter()
-    if Path(config.data.data_dir) == root / "data" and (root / "data.dvc").is_file() and not dvc_data.is_clean(root):
+    default_data = Path(config.data.data_path) == root / "data" and (root / "data.dvc").is_file()
+    if default_data and not config.data.data_remote and not dvc_data.is_clean(root):
         log.info("data: %s", dvc_data.pull(root))
     log.info("running the pipeline on the embedded runtime (kfp.local, subprocess runner)")
     result = run_local(config, git_commit=_git_commit(root), verbose=args.verbose)
@@ -105,22 +106,38 @@ def cmd_data(args: argparse.Namespace) -> None:
     from bertops import dvc_data
 
     root = Path.cwd()
-    if args.action == "pull":
+    if args.action == "pull" and args.remote:
+        dvc_data.pull_from_remote(root / "data", args.remote)
+        print(f"data: pulled from DVC remote {args.remote!r}")
+    elif args.action == "pull":
         print(f"data: {dvc_data.pull(root)}")
     elif args.action == "push":
-        print(dvc_data.push(root) or "pushed")
+        print(dvc_data.push(root, args.remote) or "pushed")
     else:
         print(dvc_data.status(root))
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
     from bertops.dvc_data import data_version
-    from components.validate.validate import validate_dataset
+    from components.validate.validate import ValidationFailed, validate_dataset
 
-    data_dir = Path(args.path)
-    out = Path(args.out)
-    report = validate_dataset(data_dir, out, data_version(data_dir), args.text_column, args.label_column)
-    print(f"{data_dir}: {report.summary()}; report: {out / 'report.html'}")
+    config = cfg.from_namespace(args)
+    data_path, out = Path(args.path), Path(args.out)
+    profile = Path(config.registry.state_dir) / "validation" / "reference_profile.json"
+    try:
+        report = validate_dataset(
+            data_path,
+            out,
+            data_version(data_path),
+            config.data.text_column,
+            config.data.label_column,
+            config.validation,
+            profile,
+            update_reference=args.update_reference,
+        )
+    except ValidationFailed as exc:
+        raise BertopsError(f"{exc} (report: {out / 'report.html'})") from exc
+    print(f"{data_path}: {report.summary()}; report: {out / 'report.html'}, summary: {out / 'report.json'}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -165,13 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="DVC-versioned default data: pull, status, push")
     data.add_argument("action", choices=["pull", "status", "push"])
+    data.add_argument("--remote", default="", help="DVC remote (default: the local remote; 's3' for S3/MinIO)")
     data.set_defaults(func=cmd_data)
 
     val = sub.add_parser("validate", help="validate a data directory with the pipeline's expectation suite")
-    val.add_argument("path", help="directory with train/validation/test .jsonl, .csv or .parquet files")
-    val.add_argument("--text-column", default=cfg.DataConfig.text_column)
-    val.add_argument("--label-column", default=cfg.DataConfig.label_column)
-    val.add_argument("--out", default=".bertops/validation", help="where the report and validated splits go")
+    val.add_argument("path", help="a directory with train/validation/test files, or one .jsonl/.csv/.parquet file")
+    val.add_argument("--out", default=".bertops/validation/last", help="where the report and validated splits go")
+    val.add_argument("--update-reference", action="store_true", help="make this data the drift reference if it passes")
+    cfg.add_arguments(val, groups=(cfg.DataConfig, cfg.ValidationConfig, cfg.RegistryConfig))
     val.set_defaults(func=cmd_validate)
 
     state = argparse.ArgumentParser(add_help=False)

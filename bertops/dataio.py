@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +16,9 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "validation", "test")
 FORMATS = (".jsonl", ".csv", ".parquet")
+SPLIT_SEED = 42
+VALIDATION_SHARE = 0.1
+TEST_SHARE = 0.2
 
 
 def find_split_file(data_dir: Path, split: str) -> Path:
@@ -87,6 +93,42 @@ def write_jsonl(rows: list[dict[str, object]], path: Path) -> None:
     tmp.replace(path)
 
 
-def read_splits(data_dir: Path) -> dict[str, pd.DataFrame]:
-    """All three splits of ``data_dir``, keyed by split name."""
-    return {split: read_table(find_split_file(data_dir, split)) for split in SPLITS}
+def split_indices(
+    labels: Sequence[str],
+    seed: int = SPLIT_SEED,
+    validation_share: float = VALIDATION_SHARE,
+    test_share: float = TEST_SHARE,
+) -> dict[str, list[int]]:
+    """Stratified train/validation/test row indices, deterministic for a given seed.
+
+    Each class is shuffled on its own (classes in sorted order, one ``random.Random(seed)``),
+    then cut into test, validation and train shares.
+    """
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_label[label].append(index)
+    splits: dict[str, list[int]] = {split: [] for split in SPLITS}
+    rng = random.Random(seed)
+    for label in sorted(by_label):
+        members = by_label[label]
+        rng.shuffle(members)
+        n_test = round(len(members) * test_share)
+        n_val = round(len(members) * validation_share)
+        splits["test"].extend(members[:n_test])
+        splits["validation"].extend(members[n_test : n_test + n_val])
+        splits["train"].extend(members[n_test + n_val :])
+    return splits
+
+
+def load_dataset(path: Path, label_column: str = "label", seed: int = SPLIT_SEED) -> dict[str, pd.DataFrame]:
+    """The three splits of ``path``: a directory with ``train``/``validation``/``test`` files, or one
+    file that is split here (stratified by ``label_column``, 70/10/20, with ``seed``)."""
+    if path.is_dir() or not path.exists():
+        return {split: read_table(find_split_file(path, split)) for split in SPLITS}
+    frame = read_table(path)
+    if label_column not in frame.columns:
+        raise BertopsError(
+            f"{path}: no column {label_column!r} to split on (columns: {', '.join(map(str, frame.columns))})"
+        )
+    parts = split_indices(frame[label_column].astype(str).tolist(), seed)
+    return {split: frame.iloc[sorted(rows)].reset_index(drop=True) for split, rows in parts.items()}

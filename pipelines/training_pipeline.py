@@ -6,9 +6,9 @@ UI's run form all start from the same values.
 
 from typing import NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
-from bertops.config import DataConfig, GateConfig, RegistryConfig, ServeConfig, TrainConfig
+from bertops.config import DataConfig, GateConfig, RegistryConfig, ServeConfig, TrainConfig, ValidationConfig
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.finetune.component import finetune
@@ -17,7 +17,10 @@ from components.tokenize.component import tokenize
 from components.validate.component import validate
 
 PIPELINE_NAME = "bertops-text-classifier"
-_D, _T, _G, _R, _S = DataConfig(), TrainConfig(), GateConfig(), RegistryConfig(), ServeConfig()
+# Kubernetes Secret with the S3 (or MinIO) credentials of the DVC remote.
+DVC_SECRET = "bertops-dvc-s3"
+_D, _V, _T = DataConfig(), ValidationConfig(), TrainConfig()
+_G, _R, _S = GateConfig(), RegistryConfig(), ServeConfig()
 
 
 class PipelineOutputs(NamedTuple):
@@ -33,11 +36,22 @@ class PipelineOutputs(NamedTuple):
     description="Validate, tokenize, fine-tune, evaluate and register a BERT-style text classifier; deploy it if it passes.",
 )
 def training_pipeline(
-    data_dir: str = _D.data_dir,
+    data_path: str = _D.data_path,
+    data_remote: str = _D.data_remote,
     text_column: str = _D.text_column,
     label_column: str = _D.label_column,
     max_train_samples: int = _D.max_train_samples,
     max_eval_samples: int = _D.max_eval_samples,
+    labels: str = _V.labels,
+    min_text_chars: int = _V.min_text_chars,
+    max_text_chars: int = _V.max_text_chars,
+    min_train_rows: int = _V.min_train_rows,
+    min_eval_rows: int = _V.min_eval_rows,
+    max_rows: int = _V.max_rows,
+    min_class_share: float = _V.min_class_share,
+    max_class_share: float = _V.max_class_share,
+    max_label_drift: float = _V.max_label_drift,
+    max_length_drift: float = _V.max_length_drift,
     base_model: str = _T.base_model,
     max_length: int = _T.max_length,
     batch_size: int = _T.batch_size,
@@ -54,7 +68,31 @@ def training_pipeline(
     serve_port: int = _S.serve_port,
     git_commit: str = "unknown",
 ) -> PipelineOutputs:
-    validated = validate(data_dir=data_dir, text_column=text_column, label_column=label_column)
+    validated = validate(
+        data_path=data_path,
+        data_remote=data_remote,
+        text_column=text_column,
+        label_column=label_column,
+        labels=labels,
+        min_text_chars=min_text_chars,
+        max_text_chars=max_text_chars,
+        min_train_rows=min_train_rows,
+        min_eval_rows=min_eval_rows,
+        max_rows=max_rows,
+        min_class_share=min_class_share,
+        max_class_share=max_class_share,
+        max_label_drift=max_label_drift,
+        max_length_drift=max_length_drift,
+        state_dir=state_dir,
+    )
+    # Pulling from an S3 DVC remote in a pod: credentials come from this Secret (optional, so
+    # runs without a remote need none). The local runner ignores Kubernetes settings.
+    kubernetes.use_secret_as_env(
+        validated,
+        secret_name=DVC_SECRET,
+        secret_key_to_env={k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")},
+        optional=True,
+    )
     tokenized = tokenize(
         dataset=validated.outputs["dataset"],
         base_model=base_model,

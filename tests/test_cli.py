@@ -20,7 +20,7 @@ def _bertops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["endpoints", "delete", "ghost"], "no local endpoint named 'ghost'"),
         (["endpoints", "delete"], "needs the endpoint NAME"),
         (["validate", "no/such/dir"], "no/such/dir does not exist"),
-        (["run", "--data-dir", "no/such/dir", "--base-model", "/no/model"], "does not exist"),
+        (["run", "--data-path", "no/such/dir", "--base-model", "/no/model"], "does not exist"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path: Path, args: list[str], fragment: str) -> None:

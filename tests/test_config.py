@@ -22,7 +22,7 @@ def test_cli_flags_override_config() -> None:
     assert config.train.learning_rate == 3e-5
     assert config.train.max_steps == 7
     assert config.registry.model_name == "m"
-    assert config.data.data_dir == cfg.DataConfig().data_dir
+    assert config.data.data_path == cfg.DataConfig().data_path
 
 
 def test_unknown_override_is_rejected() -> None:

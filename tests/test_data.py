@@ -28,7 +28,7 @@ def test_materialize_is_deterministic_stratified_and_leak_free(bbc_data: Path, t
     assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
 
 
-def test_fresh_clone_pull_rebuilds_the_pinned_data_and_dvc_status_is_clean(repo_root: Path, tmp_path: Path) -> None:
+def test_fresh_clone_pull_rebuilds_pinned_data_pushes_and_round_trips(repo_root: Path, tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "init", "-q", str(clone)], check=True)
     shutil.copytree(repo_root / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
@@ -37,9 +37,14 @@ def test_fresh_clone_pull_rebuilds_the_pinned_data_and_dvc_status_is_clean(repo_
     assert "verified against data.dvc" in how
     assert dvc_data.is_clean(clone)
     assert (clone / "data.dvc").read_bytes() == (repo_root / "data.dvc").read_bytes()
-    # The local remote now holds the data: a second pull after deleting it uses plain `dvc pull`.
+    # Round trip: the local remote now holds the data; with data and cache gone, `dvc pull`
+    # brings back the same bytes.
+    pinned = _md5s(clone / "data")
     shutil.rmtree(clone / "data")
+    shutil.rmtree(clone / ".dvc" / "cache")
     assert dvc_data.pull(clone) == "pulled from the DVC remote"
+    assert _md5s(clone / "data") == pinned
+    assert dvc_data.is_clean(clone)
     assert dvc_data.data_version(clone / "data") == "md5:" + dvc_data.pinned_md5(repo_root / "data.dvc")
 
 

@@ -1,7 +1,11 @@
 """Validate the dataset splits with a Great Expectations suite; only validated data goes on.
 
-Great Expectations takes 8-10 s to import, so it is imported inside the functions that use it
-and nowhere else in the project.
+The suite runs on each split with a few derived columns computed once with vectorized pandas
+(stripped text length, an exact text id, whether a text already appeared in an earlier
+split), so uniqueness, leakage and length checks are numeric and fast. Drift is measured
+against the reference profile of the last accepted data (label mix and text-length
+histogram, KL divergence). Great Expectations takes 3-10 s to import, so it is imported
+inside the functions that use it and nowhere else in the project.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bertops.dataio import SPLITS, find_split_file, read_table, write_jsonl
+from bertops.config import ValidationConfig
+from bertops.dataio import SPLITS, load_dataset, write_jsonl
 from bertops.errors import BertopsError
 
 if TYPE_CHECKING:
@@ -22,8 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT_CHARS = 100_000
-MIN_ROWS = {"train": 10, "validation": 2, "test": 2}
+LENGTH, STRING, HASH, SEEN = "__length", "__is_string", "__text_id", "__seen_in_earlier_split"
+# Smoothing for the reference histogram, so an empty reference bin does not make KL infinite.
+PSEUDO_COUNT = 0.5
 
 
 class ValidationFailed(BertopsError):
@@ -36,11 +42,13 @@ class CheckResult:
 
     split: str
     expectation: str
+    description: str
     column: str | None
     success: bool
     unexpected_count: int = 0
+    observed: str = ""
     examples: list[str] = field(default_factory=list)
-    # 1-based data rows (the line number in a JSON Lines file).
+    # 1-based data rows of the split (the line number in a JSON Lines file).
     rows: list[int] = field(default_factory=list)
 
 
@@ -52,112 +60,309 @@ class ValidationReport:
     data_version: str
     rows: dict[str, int]
     labels: list[str]
+    reference_version: str
     checks: list[CheckResult]
 
     def failures(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.success]
 
     def summary(self) -> str:
-        failed = self.failures()
-        passed = len(self.checks) - len(failed)
-        return f"{passed}/{len(self.checks)} expectations passed" + ("" if not failed else f", {len(failed)} failed")
+        failed = len(self.failures())
+        text = f"{len(self.checks) - failed}/{len(self.checks)} expectations passed"
+        return text + (f", {failed} failed" if failed else "")
 
 
-def build_suite(split: str, text_column: str, label_column: str, labels: list[str]) -> gx.ExpectationSuite:
+def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_column: str) -> dict[str, pd.DataFrame]:
+    """The frames the suite runs on: the label (as strings) and compact columns derived from the text.
+
+    Great Expectations fingerprints and copies its input frame, which costs seconds on a
+    million long texts; on these numeric columns it costs milliseconds. A derived column exists
+    exactly when its source column does, so existence checks still see a missing column.
+    Texts are identified by ``pandas.factorize`` over all splits in order (exact, no hash
+    collisions): a text whose id is below the count of distinct texts before its split
+    appeared in an earlier split.
+    """
+    import numpy as np
+    import pandas as pd
+
+    texts: dict[str, pd.Series] = {}
+    out: dict[str, pd.DataFrame] = {}
+    for split in SPLITS:
+        frame = frames[split]
+        columns: dict[str, Any] = {}
+        if label_column in frame.columns:
+            label = frame[label_column]
+            columns[label_column] = label.astype(str).where(label.notna(), None).astype("category")
+        if text_column in frame.columns:
+            text = frame[text_column]
+            if pd.api.types.infer_dtype(text, skipna=True) == "string":
+                is_str = text.notna().to_numpy()
+                texts[split] = text.fillna("")
+            else:
+                is_str = text.map(lambda v: isinstance(v, str)).to_numpy()
+                texts[split] = text.map(lambda v: "" if v is None or v is pd.NA else str(v))
+            length = texts[split].str.strip().str.len().astype("float64").to_numpy()
+            length[text.isna().to_numpy()] = np.nan
+            columns[text_column + LENGTH] = length
+            columns[text_column + STRING] = is_str
+        out[split] = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+    if texts:
+        ids, _ = pd.factorize(pd.concat(texts.values(), ignore_index=True))
+        start, distinct_before = 0, 0
+        for split, series in texts.items():
+            split_ids = ids[start : start + len(series)]
+            out[split][text_column + HASH] = split_ids
+            out[split][text_column + SEEN] = split_ids < distinct_before
+            start += len(series)
+            distinct_before = int(ids[:start].max()) + 1 if start else 0
+    return out
+
+
+def build_profile(train: pd.DataFrame, text_column: str, label_column: str, data_version: str) -> dict[str, Any]:
+    """The reference profile of accepted data: train label shares and a decile histogram of lengths."""
+    import numpy as np
+
+    lengths = train[text_column + LENGTH].dropna().to_numpy()
+    deciles = np.unique(np.quantile(lengths, np.linspace(0.1, 0.9, 9)).round())
+    edges = [0.0, *[float(e) for e in deciles if e > 0], float(max(lengths.max(), 1)) * 10 + 1]
+    counts, _ = np.histogram(lengths, bins=edges)
+    weights = (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * len(counts))
+    shares = train[label_column].astype(str).value_counts(normalize=True).sort_index()
+    return {
+        "data_version": data_version,
+        "labels": {str(k): float(v) for k, v in shares.items()},
+        "length_edges": edges,
+        "length_weights": [float(w) for w in weights],
+    }
+
+
+def build_suite(
+    split: str,
+    columns: list[str],
+    text_column: str,
+    label_column: str,
+    labels: list[str],
+    config: ValidationConfig,
+    reference: dict[str, Any] | None,
+) -> gx.ExpectationSuite:
     """The expectation suite for one split, built in code so it is versioned with the project."""
     import great_expectations as gx
 
     exp = gx.expectations
     suite = gx.ExpectationSuite(name=f"bertops-{split}")
-    for column in (text_column, label_column):
-        suite.add_expectation(exp.ExpectColumnToExist(column=column))
-        suite.add_expectation(exp.ExpectColumnValuesToNotBeNull(column=column))
-    suite.add_expectation(exp.ExpectTableRowCountToBeBetween(min_value=MIN_ROWS[split]))
+    min_rows = config.min_train_rows if split == "train" else config.min_eval_rows
     suite.add_expectation(
-        exp.ExpectColumnValueLengthsToBeBetween(column=text_column, min_value=1, max_value=MAX_TEXT_CHARS)
+        exp.ExpectTableRowCountToBeBetween(
+            min_value=min_rows, max_value=config.max_rows, description=f"row count in [{min_rows}, {config.max_rows}]"
+        )
     )
-    suite.add_expectation(exp.ExpectColumnValuesToBeUnique(column=text_column))
-    suite.add_expectation(exp.ExpectColumnValuesToBeInSet(column=label_column, value_set=labels))
+    for column, present_as in ((text_column, text_column + LENGTH), (label_column, label_column)):
+        suite.add_expectation(exp.ExpectColumnToExist(column=present_as, description=f"required column {column!r}"))
+    if text_column + LENGTH not in columns or label_column not in columns:
+        return suite
+    text, label = text_column, label_column
+    suite.add_expectation(exp.ExpectColumnValuesToNotBeNull(column=text + LENGTH, description="no missing text"))
+    suite.add_expectation(exp.ExpectColumnValuesToNotBeNull(column=label, description="no missing label"))
+    suite.add_expectation(
+        exp.ExpectColumnValuesToBeInSet(column=text + STRING, value_set=[True], description="text is a string")
+    )
+    suite.add_expectation(
+        exp.ExpectColumnValuesToBeBetween(
+            column=text + LENGTH,
+            min_value=config.min_text_chars,
+            max_value=config.max_text_chars,
+            description=f"text length in [{config.min_text_chars}, {config.max_text_chars}] characters",
+        )
+    )
+    suite.add_expectation(exp.ExpectColumnValuesToBeUnique(column=text + HASH, description="no duplicate texts"))
+    if split != "train":
+        suite.add_expectation(
+            exp.ExpectColumnValuesToBeInSet(
+                column=text + SEEN, value_set=[False], description="no text shared with an earlier split (leakage)"
+            )
+        )
+    suite.add_expectation(
+        exp.ExpectColumnValuesToBeInSet(column=label, value_set=labels, description=f"label in {{{', '.join(labels)}}}")
+    )
+    for name in labels:
+        suite.add_expectation(
+            exp.ExpectColumnValuesToBeInSet(
+                column=label,
+                value_set=[name],
+                mostly=config.min_class_share,
+                description=f"label {name!r} has at least {config.min_class_share:.0%} of rows (class collapse)",
+            )
+        )
+        suite.add_expectation(
+            exp.ExpectColumnValuesToNotBeInSet(
+                column=label,
+                value_set=[name],
+                mostly=round(1 - config.max_class_share, 6),
+                description=f"label {name!r} has at most {config.max_class_share:.0%} of rows",
+            )
+        )
+    if split == "train" and reference is not None:
+        suite.add_expectation(
+            exp.ExpectColumnKLDivergenceToBeLessThan(
+                column=label,
+                partition_object={"values": list(reference["labels"]), "weights": list(reference["labels"].values())},
+                threshold=config.max_label_drift,
+                description=f"label mix within KL {config.max_label_drift} of the reference ({reference['data_version']})",
+            )
+        )
+        suite.add_expectation(
+            exp.ExpectColumnKLDivergenceToBeLessThan(
+                column=text + LENGTH,
+                partition_object={"bins": reference["length_edges"], "weights": reference["length_weights"]},
+                threshold=config.max_length_drift,
+                description=f"text lengths within KL {config.max_length_drift} of the reference ({reference['data_version']})",
+            )
+        )
     return suite
 
 
-def _run_suite(context: Any, split: str, frame: pd.DataFrame, suite: gx.ExpectationSuite) -> list[CheckResult]:
+def _run_suite(
+    context: Any,
+    split: str,
+    derived: pd.DataFrame,
+    original: pd.DataFrame,
+    suite: gx.ExpectationSuite,
+    text_column: str,
+) -> list[CheckResult]:
     asset = context.data_sources.add_pandas(f"pandas-{split}").add_dataframe_asset(name=split)
-    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": derived})
     result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 3})
     checks = []
     for item in result.results:
         config = item.expectation_config
         details = item.result or {}
-        examples = [repr(v)[:80] for v in details.get("partial_unexpected_list", [])[:3]]
+        column = config.kwargs.get("column")
+        rows = [int(i) for i in details.get("partial_unexpected_index_list", [])[:3]]
+        # Derived columns hold hashes and flags; show the text they came from instead.
+        source = text_column if column and column.startswith(text_column + "__") else column
+        examples = [repr(original[source].iloc[i])[:80] for i in rows] if source in original.columns else []
+        observed = details.get("observed_value")
         if not item.success and item.exception_info and item.exception_info.get("raised_exception"):
             examples.append(str(item.exception_info.get("exception_message", ""))[:160])
         checks.append(
             CheckResult(
                 split=split,
                 expectation=config.type,
-                column=config.kwargs.get("column"),
+                description=config.description or config.type,
+                column=source,
                 success=bool(item.success),
                 unexpected_count=int(details.get("unexpected_count") or 0),
+                observed=""
+                if observed is None
+                else f"{float(observed):.4g}"
+                if isinstance(observed, float | int)
+                else str(observed),
                 examples=examples,
-                rows=[int(i) + 1 for i in details.get("partial_unexpected_index_list", [])[:3]],
+                rows=[i + 1 for i in rows],
             )
         )
     return checks
 
 
-def validate_dataset(
-    data_dir: Path,
-    out_dir: Path,
+def validate_frames(
+    frames: dict[str, pd.DataFrame],
     data_version: str,
     text_column: str = "text",
     label_column: str = "label",
-) -> ValidationReport:
-    """Validate ``data_dir``'s three splits; on success write them to ``out_dir`` as ``text``/``label`` JSON Lines.
-
-    Always writes ``report.json`` and ``report.html`` to ``out_dir``. Raises
-    ``ValidationFailed`` naming the first broken expectations, their column and example rows;
-    in that case no split is written, so nothing downstream can consume bad data.
-    """
+    config: ValidationConfig | None = None,
+    reference: dict[str, Any] | None = None,
+) -> tuple[ValidationReport, dict[str, pd.DataFrame]]:
+    """Run the suite on in-memory splits; returns the report and the derived frames it ran on."""
     import great_expectations as gx
-
-    frames = {split: read_table(find_split_file(data_dir, split)) for split in SPLITS}
-    train = frames["train"]
-    labels = sorted(str(v) for v in train[label_column].dropna().unique()) if label_column in train else []
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    config = config or ValidationConfig()
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    prepared = derive_columns(frames, text_column, label_column)
+    train = prepared["train"]
+    if config.labels:
+        labels = sorted({name.strip() for name in config.labels.split(",") if name.strip()})
+    elif label_column in train.columns:
+        labels = sorted(str(v) for v in train[label_column].dropna().unique())
+    else:
+        labels = []
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     checks: list[CheckResult] = []
-    for split, frame in frames.items():
-        checks.extend(_run_suite(context, split, frame, build_suite(split, text_column, label_column, labels)))
+    for split, derived in prepared.items():
+        suite = build_suite(split, list(derived.columns), text_column, label_column, labels, config, reference)
+        checks.extend(_run_suite(context, split, derived, frames[split], suite, text_column))
     report = ValidationReport(
         success=all(c.success for c in checks),
         data_version=data_version,
         rows={split: len(frame) for split, frame in frames.items()},
         labels=labels,
+        reference_version=reference["data_version"] if reference else "",
         checks=checks,
     )
+    return report, prepared
+
+
+def failure_message(report: ValidationReport, source: str) -> str:
+    """One line naming the first broken expectations, their column, and example rows."""
+    problems = []
+    for check in report.failures()[:3]:
+        where = f"column {check.column!r}" if check.column else "table"
+        rows = f" at rows {', '.join(map(str, check.rows))}" if check.rows else ""
+        count = (
+            f"{check.unexpected_count} bad row{'' if check.unexpected_count == 1 else 's'}{rows}"
+            if check.unexpected_count
+            else ""
+        )
+        observed = f"observed {check.observed}" if check.observed else ""
+        examples = f"e.g. {', '.join(check.examples)}" if check.examples else ""
+        detail = "; ".join(part for part in (count, observed, examples) if part)
+        problems.append(
+            f"{check.split} split, {where}: {check.description} failed [{check.expectation}]"
+            + (f" ({detail})" if detail else "")
+        )
+    more = len(report.failures()) - len(problems)
+    return f"data validation failed for {source}: " + " | ".join(problems) + (f" | and {more} more" if more > 0 else "")
+
+
+def validate_dataset(
+    data_path: Path,
+    out_dir: Path,
+    data_version: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    config: ValidationConfig | None = None,
+    profile_path: Path | None = None,
+    update_reference: bool = True,
+) -> ValidationReport:
+    """Validate ``data_path`` (a split directory or one file); on success write the splits to ``out_dir``.
+
+    Always writes ``report.json`` and ``report.html`` to ``out_dir``. On failure raises
+    ``ValidationFailed`` naming the broken expectations, their column and example rows, and
+    writes no split, so nothing downstream can consume bad data. ``profile_path`` holds the
+    reference profile for drift checks; with ``update_reference`` it is created or replaced,
+    only when validation passes.
+    """
+    frames = load_dataset(data_path, label_column)
+    reference = (
+        json.loads(profile_path.read_text(encoding="utf-8")) if profile_path and profile_path.is_file() else None
+    )
+    report, prepared = validate_frames(frames, data_version, text_column, label_column, config, reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(report), encoding="utf-8")
     if not report.success:
-        problems = []
-        for check in report.failures()[:3]:
-            where = f"column {check.column!r}" if check.column else "table"
-            where_rows = f" at rows {', '.join(map(str, check.rows))}" if check.rows else ""
-            examples = f"; e.g. {', '.join(check.examples)}" if check.examples else ""
-            problems.append(
-                f"{check.split} split, {where}: {check.expectation} failed"
-                f" ({check.unexpected_count} bad row{'' if check.unexpected_count == 1 else 's'}{where_rows}{examples})"
-            )
-        raise ValidationFailed(f"data validation failed in {data_dir}: " + " | ".join(problems))
+        raise ValidationFailed(failure_message(report, str(data_path)))
     for split, frame in frames.items():
         records: list[dict[str, object]] = [
-            {"text": str(t), "label": str(y)} for t, y in zip(frame[text_column], frame[label_column], strict=True)
+            {"text": t, "label": str(y)} for t, y in zip(frame[text_column], frame[label_column], strict=True)
         ]
         write_jsonl(records, out_dir / f"{split}.jsonl")
+    if profile_path is not None and update_reference:
+        profile_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = profile_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(build_profile(prepared["train"], text_column, label_column, data_version), indent=2))
+        tmp.replace(profile_path)
     log.info("validation passed: %s", report.summary())
     return report
 
@@ -166,25 +371,31 @@ def render_html(report: ValidationReport) -> str:
     """A self-contained HTML page (inline CSS, no CDN) that the Kubeflow UI shows as is."""
     rows = "\n".join(
         f"<tr class={'ok' if c.success else 'bad'}><td>{html.escape(c.split)}</td>"
-        f"<td>{html.escape(c.expectation)}</td><td>{html.escape(c.column or '(table)')}</td>"
-        f"<td>{'pass' if c.success else 'FAIL'}</td><td>{c.unexpected_count}</td>"
-        f"<td>{html.escape('; '.join(c.examples))}</td></tr>"
+        f"<td>{html.escape(c.description)}<br><small>{html.escape(c.expectation)}</small></td>"
+        f"<td>{html.escape(c.column or '(table)')}</td><td>{'pass' if c.success else 'FAIL'}</td>"
+        f"<td>{c.unexpected_count or ''}</td><td>{html.escape(c.observed)}</td>"
+        f"<td>{html.escape(', '.join(map(str, c.rows)))}</td><td>{html.escape('; '.join(c.examples))}</td></tr>"
         for c in report.checks
     )
     verdict = "PASSED" if report.success else "FAILED"
     counts = ", ".join(f"{k}: {v}" for k, v in report.rows.items())
+    drift = (
+        f"Drift measured against the reference profile of <code>{html.escape(report.reference_version)}</code>."
+        if report.reference_version
+        else "No reference profile yet: drift not measured (this data becomes the reference if it passes)."
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>bertops data validation: {verdict}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
-table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;font-size:.9rem}}
-th{{background:#f3f3f3}}tr.bad td{{background:#fde8e8}}tr.ok td:nth-child(4){{color:#17702f}}
+table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;font-size:.9rem;vertical-align:top}}
+th{{background:#f3f3f3}}tr.bad td{{background:#fde8e8}}tr.ok td:nth-child(4){{color:#17702f}}small{{color:#666}}
 .verdict{{font-weight:bold;color:{"#17702f" if report.success else "#b00020"}}}
 </style></head><body>
 <h1>Data validation: <span class="verdict">{verdict}</span></h1>
 <p>Data version <code>{html.escape(report.data_version)}</code>; rows {html.escape(counts)};
-labels {html.escape(", ".join(report.labels))}. {html.escape(report.summary())}.</p>
-<table><tr><th>split</th><th>expectation</th><th>column</th><th>result</th><th>bad rows</th><th>examples</th></tr>
+labels {html.escape(", ".join(report.labels))}. {html.escape(report.summary())}. {drift}</p>
+<table><tr><th>split</th><th>expectation</th><th>column</th><th>result</th><th>bad rows</th><th>observed</th><th>rows</th><th>examples</th></tr>
 {rows}
 </table></body></html>
 """
