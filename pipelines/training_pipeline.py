@@ -10,6 +10,7 @@ from kfp import dsl, kubernetes
 
 from bertops.config import DataConfig, GateConfig, RegistryConfig, ServeConfig, TrainConfig, ValidationConfig
 from components.deploy.component import deploy
+from components.deploy.inference_service import GPU_RESOURCE, ClusterDeployConfig
 from components.evaluate.component import evaluate
 from components.finetune.component import finetune
 from components.register.component import register
@@ -19,6 +20,10 @@ from components.validate.component import validate
 PIPELINE_NAME = "bertops-text-classifier"
 # Kubernetes Secret with the S3 (or MinIO) credentials of the DVC remote.
 DVC_SECRET = "bertops-dvc-s3"
+# Kubernetes Secret with the credentials of the MLflow artifact store (S3/MinIO), for register.
+ARTIFACT_SECRET = "bertops-s3"
+# GPU placement of the fine-tuning pod: the same node selector and tolerations as serving.
+GPU_PLACEMENT = ClusterDeployConfig()
 _D, _V, _T = DataConfig(), ValidationConfig(), TrainConfig()
 _G, _R, _S = GateConfig(), RegistryConfig(), ServeConfig()
 
@@ -66,6 +71,9 @@ def training_pipeline(
     state_dir: str = _R.state_dir,
     tracking_uri: str = _R.tracking_uri,
     serve_port: int = _S.serve_port,
+    deploy_target: str = _S.deploy_target,
+    namespace: str = _S.namespace,
+    canary_traffic_percent: int = _S.canary_traffic_percent,
     git_commit: str = "unknown",
 ) -> PipelineOutputs:
     validated = validate(
@@ -112,8 +120,13 @@ def training_pipeline(
         weight_decay=weight_decay,
         seed=seed,
     )
-    # Fine-tuning is the GPU step; the local runner ignores this request (with a warning).
-    trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    # Fine-tuning is the GPU step. The local runner ignores these (resources with a warning,
+    # Kubernetes settings silently); on a cluster they put the pod on a GPU node.
+    trained.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(GPU_PLACEMENT.gpus)
+    for label_key, label_value in GPU_PLACEMENT.node_selector.items():
+        kubernetes.add_node_selector(trained, label_key=label_key, label_value=label_value)
+    for toleration in GPU_PLACEMENT.tolerations:
+        kubernetes.add_toleration(trained, **toleration)
     evaluated = evaluate(
         model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"], min_accuracy=min_accuracy
     )
@@ -131,6 +144,13 @@ def training_pipeline(
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     registered.set_caching_options(False)
+    # With a tracking server that does not proxy artifacts, MLflow writes the model to S3 itself.
+    kubernetes.use_secret_as_env(
+        registered,
+        secret_name=ARTIFACT_SECRET,
+        secret_key_to_env={k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
+        optional=True,
+    )
     with dsl.If(evaluated.outputs["Output"] == True, name="passed-gate"):  # noqa: E712 - KFP condition syntax
         deployed = deploy(
             model_name=model_name,
@@ -138,6 +158,9 @@ def training_pipeline(
             state_dir=state_dir,
             tracking_uri=tracking_uri,
             serve_port=serve_port,
+            deploy_target=deploy_target,
+            namespace=namespace,
+            canary_traffic_percent=canary_traffic_percent,
         )
         deployed.set_caching_options(False)
     return PipelineOutputs(

@@ -21,6 +21,7 @@ def _bertops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["endpoints", "delete"], "needs the endpoint NAME"),
         (["validate", "no/such/dir"], "no/such/dir does not exist"),
         (["run", "--data-path", "no/such/dir", "--base-model", "/no/model"], "does not exist"),
+        (["submit", "--host", "http://127.0.0.1:9", "-o", "p.yaml"], "cannot submit to KFP at http://127.0.0.1:9"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path: Path, args: list[str], fragment: str) -> None:

@@ -67,3 +67,13 @@ def test_drift_is_measured_against_the_last_accepted_profile(bbc_data: Path, tmp
     with pytest.raises(ValidationFailed, match=r"text lengths within KL 0.1 of the reference \(md5:second\) failed"):
         validate_dataset(shifted, tmp_path / "c", "md5:third", profile_path=profile)
     assert profile.read_bytes() == before  # a rejected dataset never becomes the reference
+
+
+def test_splits_sliced_from_one_frame_keep_their_rows(bbc_data: Path) -> None:
+    from components.validate.validate import validate_frames
+
+    whole = pd.concat([pd.read_json(bbc_data / f"{s}.jsonl", lines=True) for s in ("train", "validation", "test")])
+    whole = whole.reset_index(drop=True)
+    frames = {"train": whole.iloc[:1487], "validation": whole.iloc[1487:1699], "test": whole.iloc[1699:]}
+    report, _ = validate_frames(frames, "x")
+    assert report.success, [c.description for c in report.failures()]

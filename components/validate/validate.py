@@ -92,7 +92,8 @@ def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_colu
         columns: dict[str, Any] = {}
         if label_column in frame.columns:
             label = frame[label_column]
-            columns[label_column] = label.astype(str).where(label.notna(), None).astype("category")
+            # Plain arrays from here on: the input's index (a slice, say) must not realign rows.
+            columns[label_column] = pd.Categorical(label.astype(str).where(label.notna(), None).to_numpy())
         if text_column in frame.columns:
             text = frame[text_column]
             if pd.api.types.infer_dtype(text, skipna=True) == "string":

@@ -1,0 +1,267 @@
+"""Deploy a registered model version as a KServe InferenceService on a Kubernetes cluster.
+
+Server-side apply (field manager ``bertops``, conflicts forced) creates the object or updates
+it in place. The step then waits until KServe reports ``Ready`` for the generation it applied.
+If that does not happen in time, or KServe reports that the model cannot load, the spec read
+before the change is applied again (or the new object deleted when there was none), and the
+step fails with one line that says what happened and what was restored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bertops.errors import BertopsError
+from components.deploy.inference_service import (
+    DEPLOYMENT_MODE_ANNOTATION,
+    RAW_MODES,
+    STORAGE_SCHEMES,
+    ClusterDeployConfig,
+    inference_service,
+    to_manifest,
+)
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "bertops"
+APPLY_PATCH = "application/apply-patch+yaml"
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+# KServe's model status when waiting longer cannot help.
+FAILED_TRANSITIONS = ("InvalidSpec", "BlockedByFailedLoad")
+# Metadata that belongs to the server or to another client's apply, not to a spec to restore.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+@dataclass
+class ClusterEndpoint:
+    """An InferenceService that KServe reported Ready."""
+
+    name: str
+    namespace: str
+    url: str
+    generation: int
+
+
+class NotReadyError(Exception):
+    """The applied InferenceService did not become Ready; the message says why."""
+
+
+def load_api_client() -> ApiClient:
+    """A client for the cluster this runs in (a pipeline pod), else the current kubeconfig context."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        try:
+            config.load_kube_config()
+        except config.ConfigException as exc:
+            raise BertopsError(
+                f"no Kubernetes cluster to deploy to: not in a pod and no usable kubeconfig ({exc})"
+            ) from exc
+    return client.ApiClient()
+
+
+def _api_error(exc: Exception) -> str:
+    """The API server's own message for a failed request (its Status body), else the HTTP reason."""
+    body = getattr(exc, "body", None)
+    try:
+        message = json.loads(body)["message"] if body else None
+    except (ValueError, KeyError, TypeError):
+        message = None
+    return f"{getattr(exc, 'status', '')} {message or getattr(exc, 'reason', exc)}".strip()
+
+
+def get_inference_service(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The InferenceService as the API server holds it, or None when there is none."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return dict(CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise BertopsError(f"cannot read InferenceService {namespace}/{name}: {_api_error(exc)}") from exc
+    except HTTPError as exc:
+        raise BertopsError(f"cannot read InferenceService {namespace}/{name}: {exc}") from exc
+
+
+def apply_inference_service(api: ApiClient, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply ``manifest`` (create or update) and return the object the server stored."""
+    from kubernetes.client.exceptions import ApiException
+
+    meta = manifest["metadata"]
+    try:
+        # The same request as CustomObjectsApi.patch_namespaced_custom_object, whose generated
+        # code (client < 31) can only send merge patches; apply needs its own content type.
+        stored = api.call_api(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+            "PATCH",
+            path_params={
+                "group": GROUP,
+                "version": VERSION,
+                "namespace": meta["namespace"],
+                "plural": PLURAL,
+                "name": meta["name"],
+            },
+            query_params=[("fieldManager", FIELD_MANAGER), ("force", True)],
+            header_params={"Accept": "application/json", "Content-Type": APPLY_PATCH},
+            body=manifest,
+            response_type="object",
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+    except ApiException as exc:
+        raise BertopsError(
+            f"InferenceService {meta['namespace']}/{meta['name']} was refused: {_api_error(exc)}"
+        ) from exc
+    return dict(stored)
+
+
+def delete_inference_service(api: ApiClient, namespace: str, name: str) -> None:
+    """Delete the InferenceService (nothing to do when it is already gone)."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise BertopsError(f"cannot delete InferenceService {namespace}/{name}: {_api_error(exc)}") from exc
+
+
+def _not_ready_reason(current: dict[str, Any], generation: int) -> str:
+    """Why ``current`` is not Ready for ``generation`` ('' when it is); ``NotReadyError`` when waiting cannot help."""
+    status = current.get("status") or {}
+    # An older generation's Ready says nothing about the spec just applied.
+    if status.get("observedGeneration", 0) < generation:
+        return f"KServe has not reported on generation {generation} yet"
+    ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})
+    if ready.get("status") == "True":
+        return ""
+    model = status.get("modelStatus") or {}
+    if model.get("transitionStatus") in FAILED_TRANSITIONS:
+        failure = model.get("lastFailureInfo") or {}
+        raise NotReadyError(
+            f"cannot load the model ({failure.get('reason', model['transitionStatus'])}: {failure.get('message', '')})"
+        )
+    return ": ".join(filter(None, (ready.get("reason"), ready.get("message")))) or "not Ready"
+
+
+def wait_ready(
+    api: ApiClient, namespace: str, name: str, generation: int, timeout: float, poll_interval: float
+) -> dict[str, Any]:
+    """Poll until KServe reports ``Ready`` for ``generation``; ``NotReadyError`` when it will not or did not in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            current = get_inference_service(api, namespace, name)
+        except BertopsError as exc:
+            # A dropped connection or a busy API server: keep asking until the deadline.
+            reason = str(exc)
+        else:
+            if current is None:
+                raise NotReadyError("was deleted while waiting for it to become Ready")
+            reason = _not_ready_reason(current, generation)
+            if not reason:
+                return current
+        if time.monotonic() >= deadline:
+            raise NotReadyError(f"was not Ready after {timeout:g}s ({reason})")
+        time.sleep(poll_interval)
+
+
+def restorable(previous: dict[str, Any]) -> dict[str, Any]:
+    """What to apply to bring back ``previous``: its spec, labels and annotations, nothing the server owns."""
+    meta = previous["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}
+    restored_meta: dict[str, Any] = {"name": meta["name"], "namespace": meta["namespace"]}
+    if meta.get("labels"):
+        restored_meta["labels"] = meta["labels"]
+    if annotations:
+        restored_meta["annotations"] = annotations
+    return {
+        "apiVersion": previous["apiVersion"],
+        "kind": previous["kind"],
+        "metadata": restored_meta,
+        "spec": previous["spec"],
+    }
+
+
+def _same_mode(a: str, b: str) -> bool:
+    return a == b or {a, b} <= set(RAW_MODES)
+
+
+def deploy_cluster(
+    name: str,
+    storage_uri: str,
+    config: ClusterDeployConfig | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    api: ApiClient | None = None,
+    timeout: float = 900.0,
+    poll_interval: float = 5.0,
+) -> ClusterEndpoint:
+    """Create or update InferenceService ``name`` serving ``storage_uri``; roll back if it is not Ready in time."""
+    config = config or ClusterDeployConfig()
+    manifest = to_manifest(inference_service(name, storage_uri, config, labels))
+    api = api or load_api_client()
+    namespace = config.namespace
+    previous = get_inference_service(api, namespace, name)
+    previous_mode = ((previous or {}).get("status") or {}).get("deploymentMode")
+    if previous_mode and not _same_mode(previous_mode, config.deployment_mode):
+        # KServe's webhook refuses this; say so before changing anything.
+        raise BertopsError(
+            f"InferenceService {namespace}/{name} runs in {previous_mode} mode; it cannot change to "
+            f"{manifest['metadata']['annotations'][DEPLOYMENT_MODE_ANNOTATION]} (delete it first)"
+        )
+    applied = apply_inference_service(api, manifest)
+    generation = int(applied["metadata"]["generation"])
+    log.info("applied InferenceService %s/%s (generation %d); waiting for Ready", namespace, name, generation)
+    try:
+        ready = wait_ready(api, namespace, name, generation, timeout, poll_interval)
+    except NotReadyError as exc:
+        if previous is None:
+            delete_inference_service(api, namespace, name)
+            outcome = "deleted it (there was none before)"
+        else:
+            apply_inference_service(api, restorable(previous))
+            outcome = f"restored the previous spec (generation {previous['metadata'].get('generation', '?')})"
+        raise BertopsError(f"InferenceService {namespace}/{name} {exc}; {outcome}") from exc
+    url = str((ready.get("status") or {}).get("url", ""))
+    log.info("InferenceService %s/%s is Ready at %s", namespace, name, url)
+    return ClusterEndpoint(name=name, namespace=namespace, url=url, generation=generation)
+
+
+def registered_storage_uri(model_name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:
+    """Where the registry keeps a version's model files, as a URI KServe's storage initializer can read."""
+    from bertops.registry import open_client
+
+    uri = str(open_client(tracking_uri, state_dir).get_model_version_download_uri(model_name, version))
+    if not uri.startswith(STORAGE_SCHEMES):
+        raise BertopsError(
+            f"{model_name} version {version} is stored at {uri}, which KServe cannot download: run the MLflow "
+            "server with an s3:// (or gs://) artifact root that it does not proxy (--no-serve-artifacts)"
+        )
+    return uri
+
+
+def deploy_registered_version(
+    model_name: str,
+    version: str,
+    state_dir: str = ".bertops",
+    tracking_uri: str = "",
+    config: ClusterDeployConfig | None = None,
+    **kwargs: Any,
+) -> ClusterEndpoint:
+    """Serve a registered version on the cluster under the model's name, labelled with its version."""
+    storage_uri = registered_storage_uri(model_name, version, state_dir, tracking_uri)
+    return deploy_cluster(model_name, storage_uri, config, labels={"bertops.io/model-version": version}, **kwargs)

@@ -1,0 +1,252 @@
+"""The KServe objects that serve a registered model on a cluster: a ServingRuntime and an InferenceService.
+
+Built with the ``kserve`` SDK's typed models and serialized by the Kubernetes client, so field
+names and nesting come from the published API types rather than hand-written dictionaries.
+The CRD schema leaves some of the admission webhook's rules out (name format, canary range,
+replica bounds, scale metric per deployment mode, storage URI scheme); ``check_webhook_rules``
+applies them here so a bad setting fails before it reaches a cluster, with one clear line.
+
+The same rules and builders are the reference for ``manifests/`` and ``helm/``: the tests
+render both and compare them with what these functions produce.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bertops.errors import BertopsError
+from bertops.images import CPU_IMAGE, CUDA_IMAGE
+
+# Where KServe's storage initializer puts the files behind ``storageUri``.
+MODEL_MOUNT = "/mnt/models"
+SERVING_PORT = 8080
+GPU_RESOURCE = "nvidia.com/gpu"
+# KServe fills ``{{.Name}}`` in runtime args with the InferenceService's name, so one runtime
+# serves every endpoint under its own /v1/models/NAME and /v2/models/NAME paths.
+RUNTIME_MODEL_NAME = "{{.Name}}"
+
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+SERVERLESS = "Serverless"
+# KServe 0.15+ calls the raw Deployment mode "Standard" and still accepts the old name.
+RAW_MODES = ("RawDeployment", "Standard")
+# Knative's pod autoscaler scales on request load; the HPA of the raw modes on resources.
+SCALE_METRICS = {SERVERLESS: ("concurrency", "rps"), **dict.fromkeys(RAW_MODES, ("cpu", "memory"))}
+# The schemes KServe's storage initializer can download (its webhook refuses the rest).
+STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://", "webhdfs://", "oci://", "hf://")
+# DNS-1035 label: what KServe's webhook requires of an InferenceService name (it becomes a host name).
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+PART_OF_LABEL = {"app.kubernetes.io/part-of": "bertops"}
+
+
+@dataclass
+class ClusterDeployConfig:
+    """Where and how an InferenceService runs. The defaults target one NVIDIA GPU per replica."""
+
+    namespace: str = "bertops"
+    runtime: str = "bertops-text-classifier"
+    model_format: str = "bertops-text-classifier"
+    image: str = CUDA_IMAGE
+    gpus: int = 1
+    cpu_request: str = "1"
+    cpu_limit: str = "4"
+    memory_request: str = "4Gi"
+    memory_limit: str = "8Gi"
+    # Label set by NVIDIA's GPU feature discovery (GPU operator) on nodes with a GPU.
+    node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    # GPU node pools are usually tainted so that only pods that ask for a GPU land there.
+    tolerations: list[dict[str, str]] = field(
+        default_factory=lambda: [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    min_replicas: int = 1
+    max_replicas: int = 3
+    scale_metric: str = "concurrency"
+    scale_target: int = 8
+    # Holds the storage credentials (a Secret listed on it, with KServe's s3-* annotations).
+    service_account: str = "bertops-serving"
+    # Share of traffic for a new revision while the previous one keeps the rest (Serverless only).
+    canary_traffic_percent: int | None = None
+    deployment_mode: str = SERVERLESS
+
+
+def cpu_config(**overrides: Any) -> ClusterDeployConfig:
+    """The CPU variant: the CPU image, no GPU, no GPU node selector or tolerations."""
+    settings: dict[str, Any] = {"image": CPU_IMAGE, "gpus": 0, "node_selector": {}, "tolerations": []}
+    return ClusterDeployConfig(**{**settings, **overrides})
+
+
+def serving_runtime(config: ClusterDeployConfig) -> Any:
+    """The ``ServingRuntime`` that runs ``serving.server`` from the project image on port 8080."""
+    from kserve import (
+        V1alpha1ServingRuntime,
+        V1alpha1ServingRuntimeSpec,
+        V1alpha1SupportedModelFormat,
+        constants,
+    )
+    from kubernetes.client import (
+        V1Capabilities,
+        V1Container,
+        V1ContainerPort,
+        V1EmptyDirVolumeSource,
+        V1EnvVar,
+        V1ObjectMeta,
+        V1SecurityContext,
+        V1Volume,
+        V1VolumeMount,
+    )
+
+    container = V1Container(
+        name="kserve-container",
+        image=config.image,
+        command=["python", "-m", "serving.server"],
+        args=[
+            "--host=0.0.0.0",
+            f"--http-port={SERVING_PORT}",
+            f"--model-dir={MODEL_MOUNT}",
+            f"--model-name={RUNTIME_MODEL_NAME}",
+        ],
+        ports=[V1ContainerPort(container_port=SERVING_PORT, name="http1", protocol="TCP")],
+        # The root filesystem is read-only; caches (tokenizers, torch) go to the /tmp volume.
+        env=[V1EnvVar(name="XDG_CACHE_HOME", value="/tmp/cache")],
+        volume_mounts=[V1VolumeMount(name="tmp", mount_path="/tmp")],
+        security_context=V1SecurityContext(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            run_as_non_root=True,
+            capabilities=V1Capabilities(drop=["ALL"]),
+        ),
+    )
+    return V1alpha1ServingRuntime(
+        api_version=f"{constants.KSERVE_GROUP}/{constants.KSERVE_V1ALPHA1_VERSION}",
+        kind="ServingRuntime",
+        metadata=V1ObjectMeta(name=config.runtime, namespace=config.namespace, labels=dict(PART_OF_LABEL)),
+        spec=V1alpha1ServingRuntimeSpec(
+            supported_model_formats=[
+                V1alpha1SupportedModelFormat(name=config.model_format, version="1", auto_select=True)
+            ],
+            protocol_versions=["v1", "v2"],
+            containers=[container],
+            volumes=[V1Volume(name="tmp", empty_dir=V1EmptyDirVolumeSource())],
+        ),
+    )
+
+
+def inference_service(
+    name: str, storage_uri: str, config: ClusterDeployConfig, labels: dict[str, str] | None = None
+) -> Any:
+    """The ``InferenceService`` serving the model files at ``storage_uri`` with ``config.runtime``."""
+    from kserve import (
+        V1beta1InferenceService,
+        V1beta1InferenceServiceSpec,
+        V1beta1ModelFormat,
+        V1beta1ModelSpec,
+        V1beta1PredictorSpec,
+        constants,
+    )
+    from kubernetes.client import (
+        V1ObjectMeta,
+        V1PodSecurityContext,
+        V1ResourceRequirements,
+        V1SeccompProfile,
+        V1Toleration,
+    )
+
+    requests: dict[str, Any] = {"cpu": config.cpu_request, "memory": config.memory_request}
+    limits: dict[str, Any] = {"cpu": config.cpu_limit, "memory": config.memory_limit}
+    if config.gpus:
+        # Extended resources must be requested and limited alike; Kubernetes rejects anything else.
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = config.gpus
+    predictor = V1beta1PredictorSpec(
+        model=V1beta1ModelSpec(
+            # The SDK defaults the container name to ''; leave it out: KServe names the container.
+            name=None,
+            model_format=V1beta1ModelFormat(name=config.model_format, version="1"),
+            runtime=config.runtime,
+            storage_uri=storage_uri,
+            resources=V1ResourceRequirements(requests=requests, limits=limits),
+        ),
+        service_account_name=config.service_account,
+        node_selector=dict(config.node_selector) or None,
+        tolerations=[
+            V1Toleration(key=t.get("key"), operator=t.get("operator"), value=t.get("value"), effect=t.get("effect"))
+            for t in config.tolerations
+        ]
+        or None,
+        min_replicas=config.min_replicas,
+        max_replicas=config.max_replicas,
+        scale_metric=config.scale_metric,
+        scale_target=config.scale_target,
+        canary_traffic_percent=config.canary_traffic_percent,
+        security_context=V1PodSecurityContext(
+            run_as_non_root=True, seccomp_profile=V1SeccompProfile(type="RuntimeDefault")
+        ),
+    )
+    isvc = V1beta1InferenceService(
+        api_version=f"{constants.KSERVE_GROUP}/{constants.KSERVE_V1BETA1_VERSION}",
+        kind=constants.KSERVE_KIND_INFERENCESERVICE,
+        metadata=V1ObjectMeta(
+            name=name,
+            namespace=config.namespace,
+            labels={**PART_OF_LABEL, **(labels or {})},
+            annotations={DEPLOYMENT_MODE_ANNOTATION: config.deployment_mode},
+        ),
+        spec=V1beta1InferenceServiceSpec(predictor=predictor),
+    )
+    check_webhook_rules(to_manifest(isvc))
+    return isvc
+
+
+def to_manifest(obj: Any) -> dict[str, Any]:
+    """The JSON/YAML form of a typed Kubernetes or KServe object (unset fields left out)."""
+    from kubernetes.client import ApiClient
+
+    return dict(ApiClient().sanitize_for_serialization(obj))
+
+
+def check_webhook_rules(manifest: dict[str, Any]) -> None:
+    """Raise ``BertopsError`` for an InferenceService that KServe's admission webhook would refuse.
+
+    These are the webhook's rules that the CRD's schema does not carry; run the schema check
+    as well for everything else.
+    """
+    name = manifest.get("metadata", {}).get("name", "")
+    if not DNS_1035_LABEL.match(name) or len(name) > 63:
+        raise BertopsError(
+            f"InferenceService name {name!r} is invalid: use at most 63 lower-case letters, digits or '-', "
+            "starting with a letter and ending with a letter or digit"
+        )
+    predictor = manifest.get("spec", {}).get("predictor", {})
+    where = f"InferenceService {name!r}"
+    if "model" not in predictor:
+        raise BertopsError(f"{where}: spec.predictor.model is required")
+    if predictor["model"].get("name"):
+        raise BertopsError(f"{where}: spec.predictor.model.name is not allowed (KServe names the container)")
+    mode = manifest["metadata"].get("annotations", {}).get(DEPLOYMENT_MODE_ANNOTATION, SERVERLESS)
+    if mode not in SCALE_METRICS:
+        raise BertopsError(f"{where}: deployment mode {mode!r} is not one of {', '.join(SCALE_METRICS)}")
+    canary = predictor.get("canaryTrafficPercent")
+    if canary is not None:
+        if not 0 <= canary <= 100:
+            raise BertopsError(f"{where}: canaryTrafficPercent must be between 0 and 100, got {canary}")
+        if mode != SERVERLESS:
+            raise BertopsError(f"{where}: canaryTrafficPercent needs the {SERVERLESS} deployment mode, not {mode}")
+    min_replicas, max_replicas = predictor.get("minReplicas", 1), predictor.get("maxReplicas", 0)
+    if min_replicas < 0 or max_replicas < 0:
+        raise BertopsError(f"{where}: minReplicas and maxReplicas cannot be negative")
+    if max_replicas and min_replicas > max_replicas:
+        raise BertopsError(f"{where}: minReplicas ({min_replicas}) cannot be greater than maxReplicas ({max_replicas})")
+    metric = predictor.get("scaleMetric", SCALE_METRICS[mode][0])
+    if metric not in SCALE_METRICS[mode]:
+        raise BertopsError(
+            f"{where}: scaleMetric {metric!r} is not supported in {mode} mode (use {' or '.join(SCALE_METRICS[mode])})"
+        )
+    target = predictor.get("scaleTarget")
+    if target is not None and (target < 1 or (metric == "cpu" and target > 100)):
+        raise BertopsError(f"{where}: scaleTarget {target} is out of range for scaleMetric {metric!r}")
+    storage_uri = predictor["model"].get("storageUri", "")
+    if not storage_uri.startswith(STORAGE_SCHEMES):
+        raise BertopsError(
+            f"{where}: storageUri {storage_uri!r} is not one KServe can download "
+            f"(use one of {', '.join(s.removesuffix('://') for s in STORAGE_SCHEMES)})"
+        )

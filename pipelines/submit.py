@@ -1,0 +1,45 @@
+"""Submit the compiled pipeline to a Kubeflow Pipelines server (what CI runs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bertops.errors import BertopsError
+
+# The pipeline's service account: bound by manifests/ and helm/ to a Role that may manage
+# InferenceServices in its namespace and nothing more.
+DEFAULT_SERVICE_ACCOUNT = "bertops-pipeline"
+
+
+def submit(
+    host: str,
+    package: Path,
+    arguments: dict[str, Any],
+    experiment: str = "bertops",
+    run_name: str | None = None,
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
+) -> str:
+    """Create a run of ``package`` on the KFP server at ``host``; returns the run id.
+
+    The bearer token, if the server needs one, comes from ``$KFP_TOKEN``.
+    """
+    import warnings
+
+    import kfp
+
+    warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
+    try:
+        client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"))
+        result = client.create_run_from_pipeline_package(
+            str(package),
+            arguments=arguments,
+            run_name=run_name,
+            experiment_name=experiment,
+            service_account=service_account or None,
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BertopsError(f"cannot submit to KFP at {host}: {first}") from exc
+    return str(result.run_id)

@@ -1,0 +1,523 @@
+"""The deploy step's cluster target: its KServe objects, the webhook's rules, server-side apply and rollback.
+
+No API server runs here. The kubernetes client runs for real down to its HTTP transport, where
+``RecordedTransport`` takes each request (method, path, query, headers, JSON body) and answers
+with a recorded response of the API server's shape, in order. It decides nothing: the tests
+assert on what the client sent, and every recorded InferenceService (status included) is
+itself checked against KServe's CRD schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import urllib3
+from kubernetes.client import ApiClient, Configuration
+
+from bertops import k8s_tools
+from bertops.errors import BertopsError
+from bertops.images import CPU_IMAGE, CUDA_IMAGE
+from components.deploy.deploy_cluster import (
+    APPLY_PATCH,
+    FIELD_MANAGER,
+    deploy_cluster,
+    load_api_client,
+    registered_storage_uri,
+    restorable,
+)
+from components.deploy.inference_service import (
+    ClusterDeployConfig,
+    check_webhook_rules,
+    cpu_config,
+    inference_service,
+    serving_runtime,
+    to_manifest,
+)
+
+NAME = "bbc-news-classifier"
+NAMESPACE = "bertops"
+STORAGE = "s3://mlflow/1/0a1b2c/artifacts/model"
+PATH = f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices/{NAME}"
+
+
+@pytest.fixture(scope="module")
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    return k8s_tools.load_crd_schemas(k8s_tools.kserve_crd_dir())
+
+
+# --- the objects ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [ClusterDeployConfig(), cpu_config()], ids=["gpu", "cpu"])
+def test_objects_pass_the_crd_schema(config: ClusterDeployConfig, crd_schemas: dict) -> None:
+    for obj in (serving_runtime(config), inference_service(NAME, STORAGE, config)):
+        manifest = to_manifest(obj)
+        assert (manifest["apiVersion"], manifest["kind"]) in crd_schemas
+        assert k8s_tools.schema_errors(manifest, crd_schemas) == []
+
+
+def test_schema_check_rejects_a_misspelled_field(crd_schemas: dict) -> None:
+    manifest = to_manifest(inference_service(NAME, STORAGE, ClusterDeployConfig()))
+    manifest["spec"]["predictor"]["minReplica"] = 2
+    manifest["spec"]["predictor"]["scaleMetric"] = "latency"
+    errors = k8s_tools.schema_errors(manifest, crd_schemas)
+    assert any("minReplica" in e for e in errors)
+    assert any("latency" in e for e in errors)
+
+
+def test_gpu_defaults_request_a_gpu_on_gpu_nodes() -> None:
+    predictor = to_manifest(inference_service(NAME, STORAGE, ClusterDeployConfig()))["spec"]["predictor"]
+    resources = predictor["model"]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
+    assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert predictor["model"]["storageUri"] == STORAGE
+    assert predictor["model"]["runtime"] == "bertops-text-classifier"
+    assert predictor["serviceAccountName"] == "bertops-serving"
+    assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleMetric"]) == (1, 3, "concurrency")
+    assert "canaryTrafficPercent" not in predictor
+
+
+def test_cpu_variant_asks_for_no_gpu() -> None:
+    predictor = to_manifest(inference_service(NAME, STORAGE, cpu_config()))["spec"]["predictor"]
+    assert "nvidia.com/gpu" not in json.dumps(predictor)
+    assert "nodeSelector" not in predictor and "tolerations" not in predictor
+
+
+def test_runtime_runs_the_project_server_from_the_images_py_image() -> None:
+    (container,) = to_manifest(serving_runtime(ClusterDeployConfig()))["spec"]["containers"]
+    assert container["image"] == CUDA_IMAGE
+    assert container["command"] == ["python", "-m", "serving.server"]
+    assert container["args"] == [
+        "--host=0.0.0.0",
+        "--http-port=8080",
+        "--model-dir=/mnt/models",
+        "--model-name={{.Name}}",
+    ]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    # The server's own parser takes these flags (KServe substitutes {{.Name}} before it runs).
+    from serving.server import parse_args
+
+    args = parse_args([a.replace("{{.Name}}", NAME) for a in container["args"]])
+    assert (args.host, args.http_port, args.model_dir, args.model_name) == ("0.0.0.0", 8080, "/mnt/models", NAME)
+    assert to_manifest(serving_runtime(cpu_config()))["spec"]["containers"][0]["image"] == CPU_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("Bert_Classifier", {}, "name 'Bert_Classifier' is invalid"),
+        ("1classifier", {}, "name '1classifier' is invalid"),
+        ("a" * 64, {}, "is invalid"),
+        (NAME, {"canary_traffic_percent": 101}, "canaryTrafficPercent must be between 0 and 100, got 101"),
+        (NAME, {"canary_traffic_percent": -1}, "canaryTrafficPercent must be between 0 and 100, got -1"),
+        (
+            NAME,
+            {
+                "canary_traffic_percent": 10,
+                "deployment_mode": "RawDeployment",
+                "scale_metric": "cpu",
+                "scale_target": 80,
+            },
+            "needs the Serverless",
+        ),
+        (NAME, {"min_replicas": 4, "max_replicas": 2}, "minReplicas (4) cannot be greater than maxReplicas (2)"),
+        (NAME, {"min_replicas": -1}, "cannot be negative"),
+        (NAME, {"scale_metric": "cpu"}, "scaleMetric 'cpu' is not supported in Serverless mode"),
+        (NAME, {"deployment_mode": "Standard"}, "scaleMetric 'concurrency' is not supported in Standard mode"),
+        (
+            NAME,
+            {"deployment_mode": "RawDeployment", "scale_metric": "cpu", "scale_target": 150},
+            "scaleTarget 150 is out of range",
+        ),
+        (NAME, {"deployment_mode": "Knative"}, "deployment mode 'Knative' is not one of"),
+    ],
+)
+def test_webhook_rules_fail_with_one_clear_line(name: str, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(BertopsError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
+        inference_service(name, STORAGE, ClusterDeployConfig(**overrides))
+    assert "\n" not in str(caught.value)
+
+
+def test_webhook_rules_accept_the_edges() -> None:
+    for config in (
+        ClusterDeployConfig(canary_traffic_percent=0),
+        ClusterDeployConfig(canary_traffic_percent=100),
+        ClusterDeployConfig(min_replicas=0, max_replicas=0),
+    ):
+        inference_service(NAME, STORAGE, config)
+    inference_service(
+        "a" * 63, STORAGE, ClusterDeployConfig(deployment_mode="Standard", scale_metric="memory", scale_target=2048)
+    )
+
+
+def test_webhook_rules_refuse_storage_kserve_cannot_download() -> None:
+    with pytest.raises(
+        BertopsError, match="storageUri 'mlflow-artifacts:/1/abc/artifacts/model' is not one KServe can download"
+    ):
+        inference_service(NAME, "mlflow-artifacts:/1/abc/artifacts/model", ClusterDeployConfig())
+    manifest = to_manifest(inference_service(NAME, STORAGE, ClusterDeployConfig()))
+    manifest["spec"]["predictor"]["model"]["name"] = "custom"
+    with pytest.raises(BertopsError, match=r"spec\.predictor\.model\.name is not allowed"):
+        check_webhook_rules(manifest)
+
+
+# --- the cluster path, against the real client and a recorded transport ----------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+class RecordedTransport:
+    """Takes the place of urllib3's PoolManager inside the kubernetes client.
+
+    ``responses`` maps an HTTP method to the (status, JSON body) answers for its requests, in
+    order; the last one repeats (polling sees the same object until something changes it).
+    """
+
+    def __init__(self, responses: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
+        self.responses = {method: list(answers) for method, answers in responses.items()}
+        self.requests: list[Request] = []
+
+    def request(
+        self, method: str, url: str, fields: Any = None, headers: Any = None, body: Any = None, **_: Any
+    ) -> urllib3.HTTPResponse:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query)) or dict(fields or [])
+        self.requests.append(
+            Request(method, parts.path, query, dict(headers or {}), json.loads(body) if body else None)
+        )
+        answers = self.responses[method]
+        status, payload = answers.pop(0) if len(answers) > 1 else answers[0]
+        return urllib3.HTTPResponse(
+            body=json.dumps(payload).encode(),
+            status=status,
+            headers={"Content-Type": "application/json"},
+            preload_content=True,
+        )
+
+    def calls(self) -> list[tuple[str, str]]:
+        return [(r.method, r.path) for r in self.requests]
+
+
+def client_with(transport: RecordedTransport) -> ApiClient:
+    api = ApiClient(Configuration(host="https://kubernetes.test"))
+    api.rest_client.pool_manager = transport
+    return api
+
+
+NOT_FOUND = (
+    404,
+    {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f'inferenceservices.serving.kserve.io "{NAME}" not found',
+        "reason": "NotFound",
+        "details": {"name": NAME, "group": "serving.kserve.io", "kind": "inferenceservices"},
+        "code": 404,
+    },
+)
+
+
+def stored(manifest: dict[str, Any], generation: int, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An InferenceService as the API server returns it: the spec plus server metadata and KServe's status."""
+    obj = copy.deepcopy(manifest)
+    obj["metadata"].update(
+        uid="6f1e0c2a-3b7d-4f7e-9d55-0c6a1f0f7a11",
+        resourceVersion=str(1000 + generation),
+        generation=generation,
+        creationTimestamp="2026-11-22T10:00:00Z",
+        managedFields=[
+            {
+                "manager": FIELD_MANAGER,
+                "operation": "Apply",
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {}},
+            }
+        ],
+    )
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def ready_status(generation: int) -> dict[str, Any]:
+    return {
+        "observedGeneration": generation,
+        "url": f"http://{NAME}.{NAMESPACE}.example.com",
+        "address": {"url": f"http://{NAME}-predictor.{NAMESPACE}.svc.cluster.local"},
+        "deploymentMode": "Serverless",
+        "conditions": [
+            {"type": "IngressReady", "status": "True", "lastTransitionTime": "2026-11-22T10:01:00Z"},
+            {"type": "PredictorReady", "status": "True", "lastTransitionTime": "2026-11-22T10:01:00Z"},
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-22T10:01:00Z"},
+        ],
+        "modelStatus": {
+            "transitionStatus": "UpToDate",
+            "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+            "copies": {"failedCopies": 0, "totalCopies": 1},
+        },
+    }
+
+
+def progressing_status(generation: int) -> dict[str, Any]:
+    message = f'Revision "{NAME}-predictor-0000{generation}" failed with message: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.'
+    return {
+        "observedGeneration": generation,
+        "deploymentMode": "Serverless",
+        "conditions": [
+            {
+                "type": "PredictorReady",
+                "status": "False",
+                "reason": "RevisionMissing",
+                "message": message,
+                "lastTransitionTime": "2026-11-22T10:02:00Z",
+            },
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "RevisionMissing",
+                "message": message,
+                "lastTransitionTime": "2026-11-22T10:02:00Z",
+            },
+        ],
+        "modelStatus": {
+            "transitionStatus": "InProgress",
+            "states": {"activeModelState": "Loaded", "targetModelState": "Pending"},
+        },
+    }
+
+
+def failed_load_status(generation: int) -> dict[str, Any]:
+    status = progressing_status(generation)
+    status["modelStatus"] = {
+        "transitionStatus": "BlockedByFailedLoad",
+        "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
+        "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "config.json not found in /mnt/models"},
+    }
+    return status
+
+
+def new_manifest(config: ClusterDeployConfig | None = None) -> dict[str, Any]:
+    return to_manifest(inference_service(NAME, STORAGE, config or ClusterDeployConfig()))
+
+
+def previous_object() -> dict[str, Any]:
+    """Version 1 of the endpoint, first applied by an operator with kubectl, Ready."""
+    manifest = to_manifest(inference_service(NAME, "s3://mlflow/1/old/artifacts/model", ClusterDeployConfig()))
+    manifest["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json.dumps(manifest)
+    return stored(manifest, 1, ready_status(1))
+
+
+def test_recorded_responses_have_the_crd_shape(crd_schemas: dict) -> None:
+    for obj in (
+        previous_object(),
+        stored(new_manifest(), 2, ready_status(2)),
+        stored(new_manifest(), 2, progressing_status(2)),
+        stored(new_manifest(), 2, failed_load_status(2)),
+    ):
+        assert k8s_tools.schema_errors(obj, crd_schemas) == []
+
+
+def assert_is_apply(request: Request, crd_schemas: dict) -> None:
+    """A server-side apply of a valid InferenceService by the bertops field manager."""
+    assert (request.method, request.path) == ("PATCH", PATH)
+    assert request.headers["Content-Type"] == APPLY_PATCH
+    assert request.query == {"fieldManager": FIELD_MANAGER, "force": "True"}
+    assert k8s_tools.schema_errors(request.body, crd_schemas) == []
+    check_webhook_rules(request.body)
+
+
+def test_creates_with_server_side_apply_and_waits_for_ready(crd_schemas: dict) -> None:
+    manifest = new_manifest()
+    transport = RecordedTransport(
+        {"GET": [NOT_FOUND, (200, stored(manifest, 1, ready_status(1)))], "PATCH": [(201, stored(manifest, 1))]}
+    )
+    endpoint = deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=5, poll_interval=0)
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH), ("GET", PATH)]
+    assert_is_apply(transport.requests[1], crd_schemas)
+    assert transport.requests[1].body == manifest
+    assert (endpoint.url, endpoint.generation, endpoint.namespace) == (
+        f"http://{NAME}.{NAMESPACE}.example.com",
+        1,
+        NAMESPACE,
+    )
+
+
+def test_update_waits_for_ready_of_the_new_generation(crd_schemas: dict) -> None:
+    previous, manifest = previous_object(), new_manifest()
+    transport = RecordedTransport(
+        {
+            # The first poll still shows generation 1's Ready: it must not count for generation 2.
+            "GET": [
+                (200, previous),
+                (200, stored(manifest, 2, ready_status(1))),
+                (200, stored(manifest, 2, ready_status(2))),
+            ],
+            "PATCH": [(200, stored(manifest, 2, ready_status(1)))],
+        }
+    )
+    endpoint = deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=5, poll_interval=0)
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH), ("GET", PATH), ("GET", PATH)]
+    assert_is_apply(transport.requests[1], crd_schemas)
+    assert endpoint.generation == 2
+
+
+def test_an_api_error_while_waiting_is_retried() -> None:
+    manifest = new_manifest()
+    unavailable = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "etcdserver: request timed out",
+        "reason": "InternalError",
+        "code": 500,
+    }
+    transport = RecordedTransport(
+        {
+            "GET": [NOT_FOUND, (500, unavailable), (200, stored(manifest, 1, ready_status(1)))],
+            "PATCH": [(201, stored(manifest, 1))],
+        }
+    )
+    endpoint = deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=5, poll_interval=0)
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH), ("GET", PATH), ("GET", PATH)]
+    assert endpoint.generation == 1
+
+
+def test_rolls_back_to_the_previous_spec_when_never_ready(crd_schemas: dict) -> None:
+    previous, manifest = previous_object(), new_manifest(ClusterDeployConfig(canary_traffic_percent=20))
+    transport = RecordedTransport(
+        {
+            "GET": [(200, previous), (200, stored(manifest, 2, progressing_status(2)))],
+            "PATCH": [(200, stored(manifest, 2, ready_status(1))), (200, stored(previous, 3, ready_status(1)))],
+        }
+    )
+    with pytest.raises(BertopsError) as caught:
+        deploy_cluster(
+            NAME,
+            STORAGE,
+            ClusterDeployConfig(canary_traffic_percent=20),
+            api=client_with(transport),
+            timeout=0.3,
+            poll_interval=0.05,
+        )
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"InferenceService {NAMESPACE}/{NAME} was not Ready after 0.3s (RevisionMissing: Revision"
+    )
+    assert message.endswith("restored the previous spec (generation 1)")
+    calls = transport.calls()
+    assert calls[:2] == [("GET", PATH), ("PATCH", PATH)] and calls[-1] == ("PATCH", PATH)
+    assert set(calls[2:-1]) == {("GET", PATH)} and len(calls[2:-1]) >= 2
+    rollback = transport.requests[-1]
+    assert_is_apply(rollback, crd_schemas)
+    assert rollback.body == restorable(previous)
+    assert rollback.body["spec"] == previous["spec"]
+    assert "canaryTrafficPercent" not in rollback.body["spec"]["predictor"]
+    assert set(rollback.body["metadata"]) == {"name", "namespace", "labels", "annotations"}
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in rollback.body["metadata"]["annotations"]
+
+
+def test_deletes_the_new_service_when_there_was_none_before(crd_schemas: dict) -> None:
+    manifest = new_manifest()
+    transport = RecordedTransport(
+        {
+            "GET": [NOT_FOUND, (200, stored(manifest, 1, progressing_status(1)))],
+            "PATCH": [(201, stored(manifest, 1))],
+            "DELETE": [
+                (
+                    200,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {"name": NAME},
+                    },
+                )
+            ],
+        }
+    )
+    with pytest.raises(BertopsError, match=r"was not Ready after 0.2s .*; deleted it \(there was none before\)$"):
+        deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=0.2, poll_interval=0.05)
+    assert transport.calls()[-1] == ("DELETE", PATH)
+    assert [m for m, _ in transport.calls()].count("PATCH") == 1
+
+
+def test_a_model_that_cannot_load_rolls_back_without_waiting_out_the_timeout() -> None:
+    previous, manifest = previous_object(), new_manifest()
+    transport = RecordedTransport(
+        {
+            "GET": [(200, previous), (200, stored(manifest, 2, failed_load_status(2)))],
+            "PATCH": [(200, stored(manifest, 2, ready_status(1))), (200, stored(previous, 3, ready_status(1)))],
+        }
+    )
+    started = time.monotonic()
+    with pytest.raises(
+        BertopsError, match=r"cannot load the model \(ModelLoadFailed: config.json not found in /mnt/models\); restored"
+    ):
+        deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=600, poll_interval=30)
+    assert time.monotonic() - started < 5
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH), ("GET", PATH), ("PATCH", PATH)]
+
+
+def test_a_refused_apply_changes_nothing_and_says_why() -> None:
+    invalid = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: exactly one of [Model] must be specified',
+        "reason": "Invalid",
+        "code": 422,
+    }
+    transport = RecordedTransport({"GET": [(200, previous_object())], "PATCH": [(422, invalid)]})
+    with pytest.raises(BertopsError, match=r"was refused: 422 admission webhook .* denied the request"):
+        deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=5, poll_interval=0)
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH)]
+
+
+def test_a_deployment_mode_change_is_refused_before_any_change() -> None:
+    previous = previous_object()
+    previous["status"]["deploymentMode"] = "RawDeployment"
+    transport = RecordedTransport({"GET": [(200, previous)]})
+    with pytest.raises(BertopsError, match="runs in RawDeployment mode; it cannot change to Serverless"):
+        deploy_cluster(NAME, STORAGE, api=client_with(transport))
+    assert transport.calls() == [("GET", PATH)]
+
+
+def test_without_a_cluster_the_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    with pytest.raises(BertopsError, match="no Kubernetes cluster to deploy to") as caught:
+        load_api_client()
+    assert "\n" not in str(caught.value)
+
+
+def test_storage_uri_comes_from_the_registry(tmp_path: Any) -> None:
+    from bertops.registry import open_client
+
+    client = open_client("", tmp_path)
+    client.create_registered_model(NAME)
+    client.create_model_version(NAME, source=STORAGE)
+    client.create_model_version(NAME, source=(tmp_path / "artifacts" / "model").as_uri())
+    assert registered_storage_uri(NAME, "1", str(tmp_path)) == STORAGE
+    with pytest.raises(BertopsError, match=r"version 2 is stored at file://.*, which KServe cannot download"):
+        registered_storage_uri(NAME, "2", str(tmp_path))
