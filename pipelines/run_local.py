@@ -31,6 +31,7 @@ class LocalRunResult:
 
     data_version: str
     validation: str
+    winner: str
     version: str
     log_file: Path
 
@@ -116,6 +117,7 @@ def run_local(config: PipelineConfig, git_commit: str = "unknown", verbose: bool
     return LocalRunResult(
         data_version=str(outputs["data_version"]),
         validation=str(outputs["validation"]),
+        winner=str(outputs["winner"]),
         version=str(outputs["version"]),
         log_file=log_file,
     )

@@ -1,18 +1,22 @@
-"""The one pipeline: validate -> tokenize -> finetune -> evaluate -> register -> deploy (if it passed).
+"""The one pipeline: validate -> tokenize -> (finetune -> evaluate) per candidate -> select the winner
+-> promotion gate against the champion -> register -> deploy (only if promoted).
 
 Parameter defaults come from ``bertops.config`` so the CLI, the compiled YAML and the Kubeflow
 UI's run form all start from the same values.
 """
 
+import json
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
 from bertops.config import DataConfig, GateConfig, RegistryConfig, ServeConfig, TrainConfig, ValidationConfig
+from components.candidates.component import plan_candidates, select_winner
 from components.deploy.component import deploy
 from components.deploy.inference_service import GPU_RESOURCE, ClusterDeployConfig
 from components.evaluate.component import evaluate
 from components.finetune.component import finetune
+from components.gate.component import promotion_gate
 from components.register.component import register
 from components.tokenize.component import tokenize
 from components.validate.component import validate
@@ -26,19 +30,22 @@ ARTIFACT_SECRET = "bertops-s3"
 GPU_PLACEMENT = ClusterDeployConfig()
 _D, _V, _T = DataConfig(), ValidationConfig(), TrainConfig()
 _G, _R, _S = GateConfig(), RegistryConfig(), ServeConfig()
+_CANDIDATES: list = json.loads(_T.candidates)
 
 
 class PipelineOutputs(NamedTuple):
-    """What a finished run returns: lineage, the validation verdict, the registered version."""
+    """What a finished run returns: lineage, the validation verdict, the winner, the registered version."""
 
     data_version: str
     validation: str
+    winner: str
     version: str
 
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="Validate, tokenize, fine-tune, evaluate and register a BERT-style text classifier; deploy it if it passes.",
+    description="Validate, tokenize, fine-tune candidates, evaluate, pick the winner, register it; "
+    "promote and deploy it if it beats the champion.",
 )
 def training_pipeline(
     data_path: str = _D.data_path,
@@ -66,7 +73,12 @@ def training_pipeline(
     warmup_ratio: float = _T.warmup_ratio,
     weight_decay: float = _T.weight_decay,
     seed: int = _T.seed,
+    candidates: list = _CANDIDATES,
+    selection_metric: str = _G.selection_metric,
+    promotion_metric: str = _G.promotion_metric,
+    promotion_margin: float = _G.promotion_margin,
     min_accuracy: float = _G.min_accuracy,
+    min_macro_f1: float = _G.min_macro_f1,
     model_name: str = _R.model_name,
     state_dir: str = _R.state_dir,
     tracking_uri: str = _R.tracking_uri,
@@ -109,34 +121,62 @@ def training_pipeline(
         max_eval_samples=max_eval_samples,
         seed=seed,
     )
-    trained = finetune(
-        tokenized=tokenized.outputs["tokenized"],
+    planned = plan_candidates(
+        candidates=candidates,
         base_model=base_model,
+        learning_rate=learning_rate,
         batch_size=batch_size,
         epochs=epochs,
         max_steps=max_steps,
-        learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        seed=seed,
     )
-    # Fine-tuning is the GPU step. The local runner ignores these (resources with a warning,
-    # Kubernetes settings silently); on a cluster they put the pod on a GPU node.
-    trained.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(GPU_PLACEMENT.gpus)
-    for label_key, label_value in GPU_PLACEMENT.node_selector.items():
-        kubernetes.add_node_selector(trained, label_key=label_key, label_value=label_value)
-    for toleration in GPU_PLACEMENT.tolerations:
-        kubernetes.add_toleration(trained, **toleration)
-    evaluated = evaluate(
-        model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"], min_accuracy=min_accuracy
+    with dsl.ParallelFor(planned.output) as candidate:
+        trained = finetune(
+            tokenized=tokenized.outputs["tokenized"],
+            base_model=candidate.base_model,
+            batch_size=candidate.batch_size,
+            epochs=candidate.epochs,
+            max_steps=candidate.max_steps,
+            learning_rate=candidate.learning_rate,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            seed=seed,
+        )
+        # Fine-tuning is the GPU step. The local runner ignores these (resources with a warning,
+        # Kubernetes settings silently); on a cluster they put the pod on a GPU node.
+        trained.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(GPU_PLACEMENT.gpus)
+        for label_key, label_value in GPU_PLACEMENT.node_selector.items():
+            kubernetes.add_node_selector(trained, label_key=label_key, label_value=label_value)
+        for toleration in GPU_PLACEMENT.tolerations:
+            kubernetes.add_toleration(trained, **toleration)
+        evaluated = evaluate(
+            model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"], max_length=max_length
+        )
+    selected = select_winner(
+        candidates=planned.output,
+        models=dsl.Collected(trained.outputs["model"]),
+        evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+        selection_metric=selection_metric,
     )
-    registered = register(
-        model=trained.outputs["model"],
-        test_metrics=evaluated.outputs["metrics"],
-        train_metrics=trained.outputs["metrics"],
+    gate = promotion_gate(
+        winner_evaluation=selected.outputs["winner_evaluation"],
         tokenized=tokenized.outputs["tokenized"],
+        max_length=max_length,
+        model_name=model_name,
+        state_dir=state_dir,
+        tracking_uri=tracking_uri,
+        promotion_metric=promotion_metric,
+        promotion_margin=promotion_margin,
+        min_accuracy=min_accuracy,
+        min_macro_f1=min_macro_f1,
+    )
+    gate.set_caching_options(False)
+    registered = register(
+        model=selected.outputs["winner"],
+        evaluation=selected.outputs["winner_evaluation"],
+        decision=gate.outputs["decision"],
         data_version=validated.outputs["data_version"],
-        passed=evaluated.outputs["Output"],
+        promote=gate.outputs["Output"],
+        max_length=max_length,
         model_name=model_name,
         state_dir=state_dir,
         tracking_uri=tracking_uri,
@@ -151,7 +191,7 @@ def training_pipeline(
         secret_key_to_env={k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
         optional=True,
     )
-    with dsl.If(evaluated.outputs["Output"] == True, name="passed-gate"):  # noqa: E712 - KFP condition syntax
+    with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 - KFP condition syntax
         deployed = deploy(
             model_name=model_name,
             version=registered.outputs["Output"],
@@ -164,5 +204,8 @@ def training_pipeline(
         )
         deployed.set_caching_options(False)
     return PipelineOutputs(
-        validated.outputs["data_version"], validated.outputs["summary"], registered.outputs["Output"]
+        validated.outputs["data_version"],
+        validated.outputs["summary"],
+        selected.outputs["Output"],
+        registered.outputs["Output"],
     )

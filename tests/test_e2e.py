@@ -33,7 +33,7 @@ def test_pipeline_runs_end_to_end_and_serves(bbc_data: Path, state_dir: Path) ->
     assert version.tags["git_commit"] == "test-commit"
     assert version.tags["data_version"] == "untracked"  # a copy outside DVC is labelled as such
     assert version.tags["base_model"] == config.train.base_model
-    accuracy = version_metrics(client, "e2e-news", "1")["accuracy"]
+    accuracy = version_metrics(client, "e2e-news", "1")["test_accuracy"]
     assert accuracy > 0.5, f"held-out accuracy {accuracy} is not clearly above chance (0.2)"
 
     endpoint = endpoints.get("e2e-news", state_dir)

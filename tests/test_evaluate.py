@@ -1,24 +1,54 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from components.evaluate.evaluate import compute_metrics, evaluate_model
+from components.evaluate.evaluate import (
+    compute_metrics,
+    confusion_matrix_png,
+    evaluate_model,
+    expected_calibration_error,
+    load_evaluation,
+    save_evaluation,
+)
+
+
+def _one_hot_probs(predicted: list[int], k: int, confidence: float = 1.0) -> np.ndarray:
+    probs = np.full((len(predicted), k), (1 - confidence) / (k - 1))
+    probs[np.arange(len(predicted)), predicted] = confidence
+    return probs
 
 
 def test_compute_metrics_matches_hand_computed_values() -> None:
-    result = compute_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
+    result = compute_metrics([0, 0, 1, 1, 2], _one_hot_probs([0, 1, 1, 1, 0], 3), ["a", "b", "c"])
     assert result.accuracy == pytest.approx(3 / 5)
     assert result.confusion_matrix == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert result.per_class["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert result.per_class["b"]["precision"] == pytest.approx(2 / 3)
     assert result.per_class["c"]["f1"] == 0.0
     assert result.macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert result.macro_recall == pytest.approx((0.5 + 1.0 + 0.0) / 3)
 
 
-def test_evaluate_model_on_test_split(trained_tiny: Path, tokenized_small: Path, tmp_path: Path) -> None:
-    result = evaluate_model(trained_tiny, tokenized_small, tmp_path / "evaluation.json")
-    assert result.test_rows == 60
-    assert sum(map(sum, result.confusion_matrix)) == 60
-    assert 0.0 <= result.accuracy <= 1.0
-    assert json.loads((tmp_path / "evaluation.json").read_text())["accuracy"] == result.accuracy
+def test_expected_calibration_error() -> None:
+    truth = np.array([0, 0, 0, 0])
+    # Always 100% sure and right half the time: ECE 0.5. Sure at 50% and right half the time: 0.
+    assert expected_calibration_error(_one_hot_probs([0, 0, 1, 1], 2), truth) == pytest.approx(0.5)
+    assert expected_calibration_error(_one_hot_probs([0, 0, 1, 1], 2, 0.5), truth) == pytest.approx(0.0)
+
+
+def test_evaluate_model_scores_both_splits(trained_tiny: Path, tokenized_small: Path, tmp_path: Path) -> None:
+    result = evaluate_model(trained_tiny, tokenized_small, max_length=64)
+    assert result.test.rows == 60 and result.validation.rows == 60
+    assert sum(map(sum, result.test.confusion_matrix)) == 60
+    assert result.validation.accuracy > 0.5  # the fixture's model learned the topics
+    assert 0.0 <= result.test.ece <= 1.0 and result.batch_latency_ms > 0
+    assert result.metric("test.accuracy") == result.test.accuracy
+    flat = result.flat()
+    assert {"test_accuracy", "validation_macro_f1", "test_ece", "batch_latency_ms", "test_f1_sports"} <= set(flat)
+    save_evaluation(result, tmp_path / "evaluation.json")
+    assert load_evaluation(tmp_path / "evaluation.json") == result
+    assert json.loads((tmp_path / "evaluation.json").read_text())["test"]["labels"][3] == "sports"
+    confusion_matrix_png(result.test, tmp_path / "confusion.png")
+    assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

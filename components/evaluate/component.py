@@ -1,7 +1,7 @@
-"""KFP component: evaluate on the test split; the Kubeflow UI draws the confusion matrix."""
+"""KFP component: evaluate one candidate; the Kubeflow UI draws its confusion matrix and metrics."""
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from bertops.images import CPU_IMAGE
 
@@ -10,26 +10,35 @@ from bertops.images import CPU_IMAGE
 def evaluate(
     model: Input[Model],
     tokenized: Input[Dataset],
-    min_accuracy: float,
+    max_length: int,
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
-) -> bool:
-    """Score the model on held-out data; returns whether it clears the deployment gate.
-
-    A single output on purpose: the local runner resolves ``dsl.If`` conditions only on a
-    task's single ``Output``.
-    """
+    evaluation: Output[Artifact],
+    plots: Output[HTML],
+) -> None:
+    """Score the model on the validation and test splits: accuracy, macro and per-class
+    precision/recall/F1, ECE, batch latency, and the test confusion matrix (also as a PNG)."""
+    import base64
+    import tempfile
     from pathlib import Path
 
     from bertops.step import step
-    from components.evaluate.evaluate import evaluate_model
+    from components.evaluate.evaluate import confusion_matrix_png, evaluate_model, save_evaluation
 
     with step("evaluate"):
-        result = evaluate_model(Path(model.path), Path(tokenized.path))
-        metrics.log_metric("accuracy", result.accuracy)
-        metrics.log_metric("macro_f1", result.macro_f1)
-        metrics.log_metric("test_rows", float(result.test_rows))
-        for name, scores in result.per_class.items():
-            metrics.log_metric(f"f1_{name}", scores["f1"])
-        confusion.log_confusion_matrix(result.labels, result.confusion_matrix)
-        return result.accuracy >= min_accuracy
+        result = evaluate_model(Path(model.path), Path(tokenized.path), max_length)
+        for name, value in result.flat().items():
+            metrics.log_metric(name, value)
+        confusion.log_confusion_matrix(result.test.labels, result.test.confusion_matrix)
+        save_evaluation(result, Path(evaluation.path))
+        # Lets the select step pair each evaluation with its model whatever order they arrive in.
+        evaluation.metadata["model_uri"] = model.uri
+        with tempfile.TemporaryDirectory() as scratch:
+            png = Path(scratch) / "confusion.png"
+            confusion_matrix_png(result.test, png)
+            encoded = base64.b64encode(png.read_bytes()).decode()
+        Path(plots.path).write_text(
+            f'<!doctype html><meta charset="utf-8"><title>confusion matrix</title>'
+            f'<img alt="confusion matrix" src="data:image/png;base64,{encoded}">',
+            encoding="utf-8",
+        )

@@ -1,7 +1,7 @@
-"""KFP component: register the model version in MLflow and publish its model card."""
+"""KFP component: register the run's winner in MLflow and publish its model card."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
 
 from bertops.images import CPU_IMAGE
 
@@ -9,11 +9,11 @@ from bertops.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def register(
     model: Input[Model],
-    test_metrics: Input[Metrics],
-    train_metrics: Input[Metrics],
-    tokenized: Input[Dataset],
+    evaluation: Input[Artifact],
+    decision: Input[Artifact],
     data_version: str,
-    passed: bool,
+    promote: bool,
+    max_length: int,
     model_name: str,
     state_dir: str,
     tracking_uri: str,
@@ -21,28 +21,37 @@ def register(
     pipeline_run: str,
     model_card: Output[Markdown],
 ) -> str:
-    """Register the model with its metrics and lineage; returns the new version.
-
-    The ``champion`` alias moves to it if it passed the gate.
-    """
+    """Register the winner with its metrics, parameters, lineage and the reasons it was chosen;
+    returns the new version. The ``champion`` alias moves to it only if the gate said so."""
+    import json
     from pathlib import Path
 
     from bertops.step import step
-    from components.register.register import model_card as render_card
+    from components.evaluate.evaluate import load_evaluation
     from components.register.register import register_model
 
     with step("register"):
-        metrics = {k: float(v) for k, v in test_metrics.metadata.items() if isinstance(v, (int, float))}
-        metrics.update(
-            {f"train_{k}": float(v) for k, v in train_metrics.metadata.items() if isinstance(v, (int, float))}
-        )
-        params = {"max_length": tokenized.metadata.get("max_length"), **model.metadata}
+        metrics = load_evaluation(Path(evaluation.path)).flat()
+        training_file = Path(model.path) / "training.json"
+        if training_file.is_file():
+            training = json.loads(training_file.read_text(encoding="utf-8"))
+            metrics.update({f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)})
+        params = {"max_length": max_length, **{k: v for k, v in model.metadata.items() if k != "framework"}}
         lineage = {
             "data_version": data_version,
             "git_commit": git_commit,
             "base_model": str(model.metadata.get("base_model", "")),
             "pipeline_run": pipeline_run,
+            "candidate": str(model.metadata.get("candidate", "")),
         }
-        result = register_model(Path(model.path), model_name, metrics, params, lineage, passed, state_dir, tracking_uri)
-        Path(model_card.path).write_text(render_card(model_name, metrics, params, lineage), encoding="utf-8")
+        gate = json.loads(Path(decision.path).read_text(encoding="utf-8"))
+        decisions = {
+            "Candidate selection": f"{evaluation.metadata.get('reason', '')}\n\n{evaluation.metadata.get('table', '')}",
+            "Promotion gate": f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
+        }
+        reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), "gate_reason": str(gate["reason"])}
+        result = register_model(
+            Path(model.path), model_name, metrics, params, lineage, promote, state_dir, tracking_uri, decisions, reasons
+        )
+        Path(model_card.path).write_text(result.card, encoding="utf-8")
         return result.version

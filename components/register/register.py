@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bertops.errors import BertopsError
-from bertops.registry import CHAMPION_ALIAS, experiment_id, open_client
+from bertops.registry import experiment_id, open_client, set_champion
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,21 @@ class RegisteredVersion:
     run_id: str
     source: str
     champion: bool
+    card: str
 
 
-def model_card(name: str, metrics: dict[str, float], params: dict[str, Any], lineage: dict[str, str]) -> str:
-    """A Markdown model card: what the model is, how it was trained and how well it did."""
+def model_card(
+    name: str,
+    metrics: dict[str, float],
+    params: dict[str, Any],
+    lineage: dict[str, str],
+    decisions: dict[str, str] | None = None,
+) -> str:
+    """A Markdown model card: what the model is, how it was trained, how well it did, and why it was chosen."""
     metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
     param_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
     lineage_rows = "\n".join(f"| {k} | `{v}` |" for k, v in sorted(lineage.items()))
+    decision_text = "".join(f"\n## {title}\n{text}\n" for title, text in (decisions or {}).items())
     return f"""# Model card: {name}
 
 A BERT-style sequence classifier fine-tuned by the bertops pipeline.
@@ -53,7 +61,7 @@ A BERT-style sequence classifier fine-tuned by the bertops pipeline.
 | what | value |
 |---|---|
 {lineage_rows}
-
+{decision_text}
 ## Intended use and limits
 Topic classification of English news-style text into the labels above. Texts are truncated
 to the training sequence length; accuracy on other domains is not measured.
@@ -69,11 +77,15 @@ def register_model(
     promote: bool,
     state_dir: str = ".bertops",
     tracking_uri: str = "",
+    decisions: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RegisteredVersion:
     """Log a run with the model's files, then create a registry version pointing at them.
 
     ``lineage`` holds at least ``data_version``, ``git_commit``, ``base_model`` and
-    ``pipeline_run``. When ``promote`` is true the ``champion`` alias moves to the new version.
+    ``pipeline_run``. ``decisions`` (title -> Markdown: candidate selection, promotion gate)
+    go into the model card; ``tags`` are extra version tags. When ``promote`` is true the ``champion`` alias moves to the new
+    version, after the version is complete.
     """
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
@@ -81,7 +93,7 @@ def register_model(
     if not (model_dir / "config.json").is_file():
         raise BertopsError(f"{model_dir}: not a saved model (no config.json); nothing registered")
     client = open_client(tracking_uri, state_dir)
-    card = model_card(model_name, metrics, params, lineage)
+    card = model_card(model_name, metrics, params, lineage, decisions)
     run = client.create_run(
         experiment_id(client, state_dir), tags={"mlflow.runName": f"{model_name}-{lineage.get('pipeline_run', '')}"}
     )
@@ -109,13 +121,18 @@ def register_model(
         model_name,
         source=source,
         run_id=run_id,
-        tags={**lineage, **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()}},
+        tags={
+            **lineage,
+            **(tags or {}),
+            "promoted": str(promote).lower(),
+            **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+        },
         description=card,
     )
     if promote:
-        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
+        set_champion(client, model_name, str(version.version))
     log.info("registered %s version %s%s", model_name, version.version, " as champion" if promote else "")
-    return RegisteredVersion(model_name, str(version.version), run_id, source, promote)
+    return RegisteredVersion(model_name, str(version.version), run_id, source, promote, card)
 
 
 def model_files(model_name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> Path:

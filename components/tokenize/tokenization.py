@@ -51,7 +51,7 @@ def tokenize_dataset(
     max_eval_samples: int = 0,
     seed: int = 42,
 ) -> dict[str, int]:
-    """Write ``{split}.parquet`` (``input_ids``, ``label``) and ``labels.json`` to ``out_dir``.
+    """Write ``{split}.parquet`` (``input_ids``, ``label``, ``text``) and ``labels.json`` to ``out_dir``.
 
     Labels are numbered in sorted order of the train split's label names. Returns rows per split.
     """
@@ -70,14 +70,26 @@ def tokenize_dataset(
         keep = stratified_sample(frame["label"].astype(str).tolist(), cap, seed)
         frame = frame.iloc[keep]
         encoded = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=max_length)
+        # The text stays beside its ids: a champion with another tokenizer is scored on the same rows.
         table = pd.DataFrame(
-            {"input_ids": [list(map(int, ids)) for ids in encoded["input_ids"]], "label": frame["label"].map(label_ids)}
+            {
+                "input_ids": [list(map(int, ids)) for ids in encoded["input_ids"]],
+                "label": frame["label"].map(label_ids),
+                "text": frame["text"].astype(str),
+            }
         )
         table.to_parquet(out_dir / f"{split}.parquet", index=False)
         counts[split] = len(table)
     (out_dir / LABELS_FILE).write_text(json.dumps(label_names), encoding="utf-8")
     log.info("tokenized %s with max_length %d", counts, max_length)
     return counts
+
+
+def load_texts(data_dir: Path, split: str) -> list[str]:
+    """The texts of one tokenized split, in the same order as its ids."""
+    import pandas as pd
+
+    return pd.read_parquet(data_dir / f"{split}.parquet", columns=["text"])["text"].tolist()
 
 
 def load_tokenized(data_dir: Path, split: str) -> tuple[list[list[int]], list[int], list[str]]:

@@ -1,0 +1,108 @@
+"""Registry operations for people: ``bertops models list|show|promote|rollback``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bertops.errors import BertopsError
+from bertops.registry import (
+    CHAMPION_ALIAS,
+    champion_history,
+    open_client,
+    rollback_champion,
+    set_champion,
+    version_metrics,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+LINEAGE_TAGS = ("data_version", "git_commit", "pipeline_run", "base_model", "candidate", "promoted")
+
+
+@dataclass
+class VersionSummary:
+    """One registered version as ``models list`` shows it."""
+
+    version: str
+    champion: bool
+    test_accuracy: float | None
+    data_version: str
+    git_commit: str
+    created: int
+
+
+def _client(name: str, state_dir: str, tracking_uri: str) -> MlflowClient:
+    from mlflow.exceptions import MlflowException
+
+    client = open_client(tracking_uri, state_dir)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        raise BertopsError(f"no registered model named {name!r} in {tracking_uri or state_dir}") from exc
+    return client
+
+
+def list_versions(name: str, state_dir: str = ".bertops", tracking_uri: str = "") -> list[VersionSummary]:
+    """Every version of ``name``, newest first."""
+    client = _client(name, state_dir, tracking_uri)
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), reverse=True)
+    out = []
+    for v in versions:
+        accuracy = v.tags.get("metric.test_accuracy")
+        out.append(
+            VersionSummary(
+                version=str(v.version),
+                champion=CHAMPION_ALIAS in (v.aliases or []),
+                test_accuracy=float(accuracy) if accuracy else None,
+                data_version=v.tags.get("data_version", ""),
+                git_commit=v.tags.get("git_commit", ""),
+                created=int(v.creation_timestamp or 0),
+            )
+        )
+    return out
+
+
+def show_version(name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:
+    """The lineage of one version: data md5, commit, run, base model, metrics, and why it was (not) promoted."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(name, state_dir, tracking_uri)
+    try:
+        v = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise BertopsError(f"{name} has no version {version!r}") from exc
+    lines = [f"{name} version {v.version}{'  [champion]' if CHAMPION_ALIAS in (v.aliases or []) else ''}"]
+    lines += [f"  {tag:<16}{v.tags.get(tag, '')}" for tag in LINEAGE_TAGS]
+    lines += [f"  {'mlflow run':<16}{v.run_id}", f"  {'artifacts':<16}{v.source}"]
+    lines += [
+        f"  {'selection':<16}{v.tags.get('selection_reason', '')}",
+        f"  {'gate':<16}{v.tags.get('gate_reason', '')}",
+    ]
+    lines.append("  metrics")
+    lines += [f"    {k:<28}{value:.4f}" for k, value in sorted(version_metrics(client, name, version).items())]
+    return "\n".join(lines)
+
+
+def promote(name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> None:
+    """Make ``version`` the champion by hand (recorded in the champion history)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(name, state_dir, tracking_uri)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise BertopsError(f"{name} has no version {version!r}") from exc
+    set_champion(client, name, version)
+
+
+def rollback(name: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:
+    """Give the champion alias back to the previous champion; returns its version."""
+    return rollback_champion(_client(name, state_dir, tracking_uri), name)
+
+
+def champion(name: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:
+    """The current champion's version ('' if none)."""
+    history = champion_history(_client(name, state_dir, tracking_uri), name)
+    return history[-1] if history else ""

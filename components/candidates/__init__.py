@@ -1,0 +1,1 @@
+"""Candidates: expand the candidate list of a run, and pick the winner after evaluation."""

@@ -1,0 +1,100 @@
+"""Candidate fine-tuning configurations of one run, and the choice of the run's winner.
+
+A candidate is a partial training configuration with an ``id``; fields it leaves out take the
+run's defaults. The winner is the best candidate on a configurable metric of the *validation*
+split (the test split is kept for the promotion gate), with a deterministic tie-break.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bertops.errors import BertopsError
+from components.evaluate.evaluate import ModelEvaluation
+
+# The settings a candidate may change; everything else is shared by the run.
+CANDIDATE_FIELDS: dict[str, type] = {
+    "base_model": str,
+    "learning_rate": float,
+    "batch_size": int,
+    "epochs": int,
+    "max_steps": int,
+}
+# Metrics where smaller is better; every other metric is maximized.
+LOWER_IS_BETTER = ("ece", "batch_latency_ms")
+TIE_BREAK_METRIC = "validation.macro_f1"
+
+
+def plan_candidates(candidates: list[Any], defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    """Complete every candidate with the run's defaults; ``BertopsError`` names a bad entry."""
+    if not isinstance(candidates, list) or not candidates:
+        raise BertopsError('candidates must be a non-empty JSON list of objects, e.g. [{"id": "base"}]')
+    planned: list[dict[str, Any]] = []
+    for index, candidate in enumerate(candidates):
+        if not isinstance(candidate, dict):
+            raise BertopsError(f"candidate {index} must be a JSON object, got {json.dumps(candidate)}")
+        unknown = set(candidate) - set(CANDIDATE_FIELDS) - {"id"}
+        if unknown:
+            allowed = ", ".join(["id", *CANDIDATE_FIELDS])
+            raise BertopsError(f"candidate {index}: unknown field(s) {', '.join(sorted(unknown))} (allowed: {allowed})")
+        full: dict[str, Any] = {"id": str(candidate.get("id", f"candidate-{index}"))}
+        for field, kind in CANDIDATE_FIELDS.items():
+            value = candidate.get(field, defaults[field])
+            try:
+                full[field] = kind(value)
+            except (TypeError, ValueError) as exc:
+                raise BertopsError(f"candidate {full['id']!r}: {field} must be {kind.__name__}, got {value!r}") from exc
+        planned.append(full)
+    ids = [c["id"] for c in planned]
+    if len(set(ids)) != len(ids):
+        raise BertopsError(f"candidate ids must be unique, got {ids}")
+    return planned
+
+
+def metric_direction(metric: str) -> int:
+    """+1 when a larger value of ``metric`` is better, -1 when a smaller one is."""
+    return -1 if metric.rsplit(".", 1)[-1] in LOWER_IS_BETTER else 1
+
+
+@dataclass
+class Selection:
+    """The winner of a run and the record of why."""
+
+    winner: int
+    metric: str
+    reason: str
+    table: str
+
+
+def select_winner(candidates: list[dict[str, Any]], evaluations: list[ModelEvaluation], metric: str) -> Selection:
+    """Pick the best candidate by ``metric``; ties go to the better ``validation.macro_f1``, then the smaller id."""
+    if len(candidates) != len(evaluations) or not candidates:
+        raise BertopsError(f"{len(candidates)} candidates but {len(evaluations)} evaluations")
+    sign = metric_direction(metric)
+    scores = [e.metric(metric) for e in evaluations]
+    order = sorted(
+        range(len(candidates)),
+        key=lambda i: (-sign * scores[i], -evaluations[i].metric(TIE_BREAK_METRIC), candidates[i]["id"]),
+    )
+    best = order[0]
+    rows = [
+        f"| {'**' if i == best else ''}{candidates[i]['id']}{'**' if i == best else ''} | {scores[i]:.4f} | "
+        f"{evaluations[i].metric(TIE_BREAK_METRIC):.4f} | {evaluations[i].test.accuracy:.4f} | "
+        f"{', '.join(f'{k}={v}' for k, v in candidates[i].items() if k != 'id')} |"
+        for i in order
+    ]
+    table = "\n".join(
+        [f"| candidate | {metric} | {TIE_BREAK_METRIC} | test.accuracy | settings |", "|---|---|---|---|---|", *rows]
+    )
+    if len(order) == 1:
+        reason = f"only candidate {candidates[best]['id']!r} ({metric} {scores[best]:.4f})"
+    else:
+        runner = order[1]
+        tied = scores[best] == scores[runner]
+        reason = (
+            f"{candidates[best]['id']!r} wins on {metric} {scores[best]:.4f} against {candidates[runner]['id']!r} "
+            f"{scores[runner]:.4f}" + (f" (tie broken by {TIE_BREAK_METRIC}, then id)" if tied else "")
+        )
+    return Selection(best, metric, reason, table)

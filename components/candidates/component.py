@@ -1,0 +1,63 @@
+"""KFP components: expand the candidate list before the ParallelFor, pick the winner after it."""
+
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
+
+from bertops.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def plan_candidates(
+    candidates: list, base_model: str, learning_rate: float, batch_size: int, epochs: int, max_steps: int
+) -> list:
+    """Complete each candidate with the run's defaults; the ParallelFor iterates over the result."""
+    from bertops.step import step
+    from components.candidates.candidates import plan_candidates as plan
+
+    with step("plan-candidates"):
+        defaults: dict[str, Any] = {
+            "base_model": base_model,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "max_steps": max_steps,
+        }
+        return plan(candidates, defaults)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def select_winner(
+    candidates: list,
+    models: Input[list[Model]],
+    evaluations: Input[list[Artifact]],
+    selection_metric: str,
+    winner: Output[Model],
+    winner_evaluation: Output[Artifact],
+    selection: Output[Markdown],
+) -> str:
+    """Pick the run's best candidate on ``selection_metric``; returns its id and writes why."""
+    import shutil
+    from pathlib import Path
+
+    from bertops.step import step
+    from components.candidates.candidates import select_winner as select
+    from components.evaluate.evaluate import load_evaluation
+
+    with step("select"):
+        by_uri = {m.uri: m for m in models}
+        paired = [(by_uri[e.metadata["model_uri"]], e) for e in evaluations]
+        scores = [load_evaluation(Path(e.path)) for _, e in paired]
+        # ParallelFor results follow the plan's order; the model URIs keep the pairs right.
+        choice = select(candidates, scores, selection_metric)
+        best_model, best_eval = paired[choice.winner]
+        shutil.copytree(best_model.path, winner.path)
+        shutil.copyfile(best_eval.path, winner_evaluation.path)
+        chosen = candidates[choice.winner]
+        winner.metadata.update({**best_model.metadata, "candidate": chosen["id"], **chosen})
+        Path(selection.path).write_text(
+            f"# Candidate selection\n\n{choice.reason}\n\n{choice.table}\n", encoding="utf-8"
+        )
+        winner_evaluation.metadata.update({"reason": choice.reason, "table": choice.table})
+        return str(chosen["id"])
