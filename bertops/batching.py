@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -46,6 +47,22 @@ def length_grouped_batches(
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def shard_steps(
+    batches: Sequence[list[int]], rank: int, world_size: int, accumulation: int = 1
+) -> list[list[list[int]]]:
+    """This rank's micro-batches for every optimizer step of one pass over ``batches``.
+
+    Each step takes ``world_size * accumulation`` consecutive batches and gives rank ``r`` every
+    ``world_size``-th of them from offset ``r``. Like ``DistributedSampler``, the list wraps round
+    to its start so that every rank runs the same number of steps (collectives must match up).
+    With one process and no accumulation it is ``[[b] for b in batches]``.
+    """
+    per_step = world_size * accumulation
+    steps = math.ceil(len(batches) / per_step)
+    padded = [batches[i % len(batches)] for i in range(steps * per_step)]
+    return [padded[s * per_step + rank : (s + 1) * per_step : world_size] for s in range(steps)]
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

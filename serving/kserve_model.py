@@ -1,4 +1,10 @@
-"""KServe model over ``TextClassifierPredictor``: V1 (``instances``) and V2 (Open Inference Protocol)."""
+"""KServe model over ``TextClassifierPredictor``: V1 (``instances``) and V2 (Open Inference Protocol).
+
+Thin on purpose: request parsing lives in ``serving.payload``, batching in
+``serving.batcher``, the model in ``serving.predictor``. Nothing heavy runs on the event loop:
+tokenizing and the forward passes run in a one-thread executor, so health checks and request
+parsing go on while the model works.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +12,46 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from kserve import Model
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from serving import metrics
+from serving.batcher import AdaptiveBatcher
+from serving.config import ServingConfig
+from serving.payload import TEXT_INPUT, requested_outputs, texts_v1, texts_v2
 from serving.predictor import TextClassifierPredictor
 
 
 class TextClassifierModel(Model):
-    """Accepts text, answers labels and probabilities; model work runs off the event loop."""
+    """Accepts texts, answers label names and probabilities; texts of concurrent requests share batches."""
 
-    def __init__(self, name: str, predictor: TextClassifierPredictor):
+    def __init__(self, name: str, predictor: TextClassifierPredictor, config: ServingConfig):
         super().__init__(name)
         self.predictor = predictor
-        # One worker: torch already uses every core per forward; the point is to keep the event
-        # loop (health checks, other requests' parsing) free while the model runs.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self.config = config
+        # One thread: the backend already uses every core per forward pass; the point is to keep
+        # the event loop free. Tokenizing happens there too, once per batch (a fast tokenizer
+        # must not be used from two threads at once anyway).
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        # Texts are grouped by their length in characters, a close proxy of their token count.
+        self.batcher: AdaptiveBatcher[str, np.ndarray] = AdaptiveBatcher(
+            self._forward,
+            max_batch_size=config.max_batch_size,
+            max_wait_s=config.max_wait_ms / 1000,
+            size=len,
+            on_batch=metrics.BATCH_SIZE.observe,
+        )
         self.ready = True
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.predictor.labels)]},
+        ]
 
     async def predict(
         self,
@@ -30,57 +59,39 @@ class TextClassifierModel(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
-        texts = _texts_v2(payload) if isinstance(payload, InferRequest) else _texts_v1(payload)
-        loop = asyncio.get_running_loop()
-        try:
-            labels, probs = await loop.run_in_executor(self._executor, self.predictor.predict, texts)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
         if isinstance(payload, InferRequest):
+            texts, outputs = texts_v2(payload, self.config), requested_outputs(payload)
+        else:
+            texts = texts_v1(payload, self.config)
+        probs = np.stack(await self.batcher.submit(texts))
+        labels = self.predictor.label_names(probs)
+        if isinstance(payload, InferRequest):
+            tensors = {
+                "label": InferOutput("label", [len(labels)], "BYTES", np.array(labels, dtype=np.object_)),
+                "probabilities": InferOutput("probabilities", list(probs.shape), "FP32", probs),
+            }
             return InferResponse(
                 response_id=payload.id or "",
                 model_name=self.name,
-                infer_outputs=[
-                    InferOutput("label", [len(labels)], "BYTES", labels),
-                    InferOutput("probabilities", list(probs.shape), "FP32", probs.ravel().tolist()),
-                ],
+                infer_outputs=[tensors[name] for name in outputs],
+                use_binary_outputs=payload.use_binary_outputs,
+                requested_outputs=payload.request_outputs,
             )
         names = self.predictor.labels
         return {
             "predictions": [
-                {"label": label, "probabilities": dict(zip(names, map(float, row), strict=True))}
+                {"label": label, "probabilities": dict(zip(names, row.tolist(), strict=True))}
                 for label, row in zip(labels, probs, strict=True)
             ]
         }
 
+    async def _forward(self, texts: list[str]) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        with metrics.FORWARD_SECONDS.time():
+            probs = await loop.run_in_executor(self._pool, self.predictor.probabilities, texts)
+        return list(probs)
 
-def _texts_v1(payload: dict[str, Any] | bytes) -> list[str]:
-    if not isinstance(payload, dict):
-        raise InvalidInput("request body must be a JSON object sent with Content-Type: application/json")
-    instances = payload.get("instances")
-    if not isinstance(instances, list) or not instances:
-        raise InvalidInput('V1 body must be {"instances": ["text", ...]} with at least one instance')
-    texts = []
-    for i, item in enumerate(instances):
-        text = item.get("text") if isinstance(item, dict) else item
-        if not isinstance(text, str):
-            raise InvalidInput(f'instance {i} must be a string or {{"text": "..."}}')
-        texts.append(text)
-    return texts
-
-
-def _texts_v2(request: InferRequest) -> list[str]:
-    if len(request.inputs) != 1:
-        raise InvalidInput(f"expected one input tensor of texts, got {len(request.inputs)}")
-    tensor = request.inputs[0]
-    if tensor.datatype != "BYTES":
-        raise InvalidInput(f"input {tensor.name!r} must have datatype BYTES, got {tensor.datatype}")
-    data = tensor.data
-    if not isinstance(data, list) or not data:
-        raise InvalidInput(f"input {tensor.name!r} has no data")
-    count = 1
-    for dim in tensor.shape:
-        count *= dim
-    if count != len(data):
-        raise InvalidInput(f"input {tensor.name!r}: shape {tensor.shape} does not match {len(data)} elements")
-    return [d.decode("utf-8") if isinstance(d, bytes) else d for d in data]
+    def stop(self) -> None:
+        """Called by KServe after the HTTP server has drained in-flight requests."""
+        self.ready = False
+        self._pool.shutdown(wait=False, cancel_futures=True)

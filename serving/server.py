@@ -1,51 +1,94 @@
 """Start a KServe ModelServer for one fine-tuned model: ``python -m serving.server --model-dir DIR``.
 
 Binds 127.0.0.1 by default. KServe 0.21's REST server hard-codes ``0.0.0.0``, so the class the
-ModelServer instantiates is swapped for one that binds the host asked for.
+ModelServer instantiates is swapped for one that binds the host asked for and adds the
+server's own middleware (body limit, metrics, access log; ``serving.http``). Every
+``ServingConfig`` field is a flag (``--max-batch-size``, ``--backend`` ...; see ``--help``).
+
+On SIGTERM the server stops accepting connections, lets in-flight requests finish (up to
+``--grace-period-s``), then exits.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import gc
 import sys
+from typing import Any
+
+from serving import config as serving_config
+from serving.config import ServingConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The server's own flags (KServe's are left to its defaults)."""
-    parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__)
+    """The server's flags; ``args.config`` is the validated ``ServingConfig`` (KServe's flags keep their defaults)."""
+    parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True, help="save_pretrained directory of the model")
     parser.add_argument("--model-name", required=True, help="name in /v1/models/NAME and /v2/models/NAME")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 inside a pod)")
     parser.add_argument("--http-port", type=int, default=8080)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    return parser.parse_args(argv)
+    serving_config.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        args.config = serving_config.from_namespace(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def rest_server_class(host: str, config: ServingConfig) -> type:
+    """KServe's ``RESTServer``, bound to ``host``, with the server's middleware on its app."""
+    from kserve import model_server
+    from kserve.protocol.rest.server import RESTServer
+
+    from serving.http import install
+
+    class BertopsRESTServer(RESTServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+        def create_application(self) -> None:
+            super().create_application()
+            install(model_server.app, config.max_body_bytes)
+
+    return BertopsRESTServer
 
 
 def main(argv: list[str] | None = None) -> None:
     """Load the model, then serve until SIGTERM/SIGINT."""
     args = parse_args(argv)
+    config: ServingConfig = args.config
     # KServe parses sys.argv when imported; give it nothing of ours to misread.
     sys.argv = sys.argv[:1]
+    from serving.logs import configure_logging
+
+    configure_logging(config.log_format)
+
     from kserve import ModelServer
     from kserve import model_server as kserve_model_server
-    from kserve.protocol.rest.server import RESTServer
 
+    from serving.http import StrictDataPlane
     from serving.kserve_model import TextClassifierModel
     from serving.predictor import TextClassifierPredictor
 
-    host = args.host
-
-    class BoundRESTServer(RESTServer):
-        def __init__(self, *a: object, **kw: object) -> None:
-            super().__init__(*a, **kw)
-            self.config.host = host
-
-    kserve_model_server.RESTServer = BoundRESTServer
-    logging.basicConfig(level=logging.INFO)
-    predictor = TextClassifierPredictor(args.model_dir, device=args.device)
-    model = TextClassifierModel(args.model_name, predictor)
-    ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([model])
+    kserve_model_server.RESTServer = rest_server_class(args.host, config)
+    model = TextClassifierModel(args.model_name, TextClassifierPredictor(args.model_dir, config), config)
+    server = ModelServer(
+        http_port=args.http_port,
+        enable_grpc=False,
+        workers=1,
+        grace_period=config.grace_period_s,
+        # The access line of serving.http carries the latency; KServe's would double it.
+        enable_latency_logging=False,
+    )
+    server.dataplane = StrictDataPlane(server.registered_models)
+    # The libraries loaded above leave ~340k objects that live as long as the process; a full
+    # garbage collection walks them all with the GIL held (~190 ms measured here), stalling the
+    # event loop, health checks included. Frozen, collections skip them (health max 16-30 ms
+    # instead of 150-240 ms under 32 concurrent clients).
+    gc.freeze()
+    server.start([model])
 
 
 if __name__ == "__main__":

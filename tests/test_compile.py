@@ -21,12 +21,21 @@ def test_compiled_pipeline_loads_and_parses_strictly(tmp_path: Path) -> None:
     )
     assert set(parameter_names()) <= set(spec.root.input_definitions.parameters)
     tasks = spec.root.dag.tasks
-    assert {"validate", "tokenize", "finetune", "evaluate", "register", "condition-1"} <= set(tasks)
+    assert {
+        "validate",
+        "tokenize",
+        "plan-candidates",
+        "for-loop-1",
+        "select-winner",
+        "promotion-gate",
+        "register",
+    } <= set(tasks)
+    assert {"finetune", "evaluate"} <= set(spec.components["comp-for-loop-1"].dag.tasks)
     finetune_container = spec.deployment_spec["executors"]["exec-finetune"]["container"]
     assert finetune_container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert finetune_container["image"].startswith("ghcr.io/bertops/bertops-cuda:")
     # The deploy step only runs under the gate.
-    assert "deploy" in spec.components["comp-condition-1"].dag.tasks
+    assert "deploy" in spec.components["comp-condition-2"].dag.tasks
 
 
 def test_compiled_pipeline_places_finetune_on_gpu_nodes_and_mounts_secrets(tmp_path: Path) -> None:

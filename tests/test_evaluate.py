@@ -33,9 +33,9 @@ def test_compute_metrics_matches_hand_computed_values() -> None:
 
 def test_expected_calibration_error() -> None:
     truth = np.array([0, 0, 0, 0])
-    # Always 100% sure and right half the time: ECE 0.5. Sure at 50% and right half the time: 0.
+    # Always 100% sure and right half the time: ECE 0.5. 75% sure and right 3 times in 4: 0.
     assert expected_calibration_error(_one_hot_probs([0, 0, 1, 1], 2), truth) == pytest.approx(0.5)
-    assert expected_calibration_error(_one_hot_probs([0, 0, 1, 1], 2, 0.5), truth) == pytest.approx(0.0)
+    assert expected_calibration_error(_one_hot_probs([0, 0, 0, 1], 2, 0.75), truth) == pytest.approx(0.0)
 
 
 def test_evaluate_model_scores_both_splits(trained_tiny: Path, tokenized_small: Path, tmp_path: Path) -> None:

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertops.batching import length_grouped_batches, pad_batch
+from bertops.batching import length_grouped_batches, pad_batch, shard_steps
 from bertops.device import autocast_dtype
 from bertops.errors import BertopsError
-from components.finetune.finetune import finetune
+from components.finetune import checkpoint
+from components.finetune.__main__ import parser
+from components.finetune.finetune import CURVES_FILE, FinetuneConfig, finetune, train
 
 
 def test_pad_batch_pads_to_longest_with_mask() -> None:
@@ -38,6 +40,10 @@ def test_finetune_learns_and_saves_a_loadable_classifier(trained_tiny: Path) -> 
 
     result = json.loads((trained_tiny / "training.json").read_text())
     assert result["steps"] == 150
+    # Evaluated after every epoch (13 steps of 16 rows) and at the end; the curves drawn from that.
+    assert [h["step"] for h in result["history"]] == [*range(13, 150, 13), 150]
+    assert result["history"][-1]["val_accuracy"] == result["validation_accuracy"]
+    assert (trained_tiny / CURVES_FILE).read_bytes().startswith(b"\x89PNG")
     assert result["final_train_loss"] < 1.0  # starts near ln(5) = 1.61
     assert result["validation_accuracy"] > 0.5  # 5 classes: chance is 0.2
     model = AutoModelForSequenceClassification.from_pretrained(trained_tiny)
@@ -47,3 +53,47 @@ def test_finetune_learns_and_saves_a_loadable_classifier(trained_tiny: Path) -> 
 def test_invalid_training_settings_are_rejected(tokenized_small: Path, tiny_model: Path, tmp_path: Path) -> None:
     with pytest.raises(BertopsError, match="batch_size=0"):
         finetune(tokenized_small, tmp_path, str(tiny_model), batch_size=0)
+    with pytest.raises(BertopsError, match="grad_accumulation=0, precision='int8'"):
+        finetune(tokenized_small, tmp_path, str(tiny_model), grad_accumulation=0, precision="int8")
+
+
+def test_shard_steps_give_each_rank_its_share_of_the_same_batches() -> None:
+    batches = [[i] for i in range(7)]
+    assert shard_steps(batches, 0, 1) == [[[i]] for i in range(7)]
+    # Two ranks, two micro-batches per step: 4 batches a step, wrapped round to fill the last one.
+    rank0, rank1 = shard_steps(batches, 0, 2, 2), shard_steps(batches, 1, 2, 2)
+    assert rank0 == [[[0], [2]], [[4], [6]]]
+    assert rank1 == [[[1], [3]], [[5], [0]]]
+    assert sorted(b[0] for step in rank0 + rank1 for b in step) == [0, 0, 1, 2, 3, 4, 5, 6]
+
+
+def test_early_stopping_keeps_the_best_weights(tokenized_small: Path, tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    # A learning rate too small to change any prediction: the first evaluation stays the best.
+    result = finetune(
+        tokenized_small, tmp_path / "m", str(tiny_model), max_steps=40, learning_rate=1e-7, eval_every=4, patience=2
+    )
+    assert result.stopped_early and result.steps == 12 and result.best_step == 4
+    assert [h["step"] for h in result.history] == [4, 8, 12]
+    assert result.validation_accuracy == result.history[0]["val_accuracy"]
+    best = checkpoint.load_best(tmp_path / "m.checkpoints")
+    assert best is not None
+    exported = load_file(tmp_path / "m" / "model.safetensors")
+    assert all(torch.equal(exported[k], best[k]) for k in exported)
+
+
+def test_gradient_accumulation_counts_samples_per_optimizer_step(
+    tokenized_small: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    config = FinetuneConfig(base_model=str(tiny_model), batch_size=8, grad_accumulation=3, max_steps=5)
+    result = train(tokenized_small, tmp_path / "m", config)
+    assert result.effective_batch_size == 24 and result.train_samples == 120
+    assert result.tokens_per_second > 0
+
+
+def test_cli_flags_cover_every_setting() -> None:
+    args = vars(parser().parse_args(["--tokenized", "t", "--out", "o", "--compile", "true", "--patience", "3"]))
+    assert args.pop("tokenized") == Path("t") and args.pop("out") == Path("o")
+    config = FinetuneConfig(**args)
+    assert config.compile is True and config.patience == 3 and config.batch_size == FinetuneConfig().batch_size

@@ -28,7 +28,7 @@ def _run(bbc_data: Path, state: Path, tiny_model: Path, candidates: list[dict[st
 def test_only_a_better_model_moves_champion_and_redeploys(bbc_data: Path, tiny_model: Path, state_dir: Path) -> None:
     client = open_client("", state_dir)
 
-    first = _run(bbc_data, state_dir, tiny_model, [{"id": "short", "max_steps": 40}, {"id": "tiny", "max_steps": 2}])
+    first = _run(bbc_data, state_dir, tiny_model, [{"id": "short", "max_steps": 60}, {"id": "tiny", "max_steps": 2}])
     assert str(client.get_model_version_by_alias(NAME, CHAMPION_ALIAS).version) == first == "1"
     assert client.get_model_version(NAME, "1").tags["candidate"] == "short"
     served_first = endpoints.get(NAME, state_dir)
@@ -42,7 +42,7 @@ def test_only_a_better_model_moves_champion_and_redeploys(bbc_data: Path, tiny_m
     assert str(client.get_model_version_by_alias(NAME, CHAMPION_ALIAS).version) == "1"
     assert endpoints.get(NAME, state_dir) == served_first  # not redeployed
 
-    third = _run(bbc_data, state_dir, tiny_model, [{"id": "longer", "max_steps": 150}])
+    third = _run(bbc_data, state_dir, tiny_model, [{"id": "longer", "max_steps": 300}])
     better = client.get_model_version(NAME, third)
     assert better.tags["promoted"] == "true" and "beats champion v1" in better.tags["gate_reason"]
     assert str(client.get_model_version_by_alias(NAME, CHAMPION_ALIAS).version) == third == "3"

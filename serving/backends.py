@@ -1,0 +1,119 @@
+"""The two ways to run the classifier: ONNX Runtime (``model.onnx``) or eager PyTorch.
+
+Both take padded ``input_ids`` and ``attention_mask`` (int64 numpy arrays) and return fp32
+logits, so the predictor does not care which one it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from serving.config import ServingConfig
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "logits"
+
+
+class Backend(Protocol):
+    """Something that turns a padded batch of token ids into logits."""
+
+    name: str
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """``[rows, num_labels]`` fp32 logits for a padded batch."""
+        ...
+
+
+class TorchBackend:
+    """Eager PyTorch in inference mode; autocast to bf16/fp16 where the hardware has it.
+
+    Autocast rather than casting the weights keeps softmax and layer norms in fp32, as the
+    evaluate step does, so served probabilities match the evaluated ones.
+    """
+
+    def __init__(self, model_dir: Path, device: torch.device, precision: str = "auto", threads: int = 0):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from bertops.device import autocast_dtype
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).to(device).eval()
+        self.autocast = autocast_dtype(device, precision)
+        self.name = f"torch ({device.type}, {str(self.autocast or 'fp32').removeprefix('torch.')})"
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        non_blocking = self.device.type == "cuda"
+        ids = torch.from_numpy(input_ids).to(self.device, non_blocking=non_blocking)
+        mask = torch.from_numpy(attention_mask).to(self.device, non_blocking=non_blocking)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None),
+        ):
+            out = self.model(input_ids=ids, attention_mask=mask).logits
+        return out.float().cpu().numpy()
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CUDA execution provider on GPUs, the CPU one otherwise."""
+
+    def __init__(self, path: Path, device: torch.device, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads keep cores busy between runs; on a small shared machine they
+        # take CPU from the event loop and the tokenizer (measured: slower, not faster, there).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.name = f"onnxruntime ({self.session.get_providers()[0]})"
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
+        return np.asarray(out, dtype=np.float32)
+
+
+def onnx_unusable(model_dir: Path, device: torch.device) -> str | None:
+    """Why the ONNX backend cannot serve ``model_dir`` on ``device``; ``None`` when it can."""
+    if not (model_dir / ONNX_FILE).is_file():
+        return f"no {ONNX_FILE} in {model_dir}"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)"
+    return None
+
+
+def load_backend(model_dir: Path, config: ServingConfig) -> Backend:
+    """The backend ``config.backend`` asks for: ``auto`` takes ONNX Runtime whenever it can."""
+    from bertops.device import pick_device
+
+    device = pick_device(config.device)
+    if config.backend in ("auto", "onnx"):
+        reason = onnx_unusable(model_dir, device)
+        if reason is None:
+            return OnnxBackend(model_dir / ONNX_FILE, device, config.threads)
+        if config.backend == "onnx":
+            raise ValueError(f"backend onnx: {reason}")
+        log.info("serving with PyTorch: %s", reason)
+    return TorchBackend(model_dir, device, config.precision, config.threads)

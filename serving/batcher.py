@@ -1,0 +1,155 @@
+"""Adaptive batching: items submitted by concurrent requests run together in one ``process`` call.
+
+A plain asyncio class with no KServe or model in it. One batch runs at a time; while it runs,
+newly submitted items queue, and they form the next batch as soon as it finishes. A batch is
+dispatched when it holds as many items as the previous one did (the current load), when it
+is full, or when its oldest item has waited ``max_wait_s``, whichever comes first, and at once
+when items are left over from a backlog the previous batch could not take. So a lone
+request under light load is dispatched at once (the previous batch held one item), while a
+steady stream of concurrent requests fills each batch instead of alternating between a full
+batch and a few stragglers. When more items wait than a batch holds, the oldest item goes
+first with the items closest to it in size, so batches hold texts of similar length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    item: T
+    size: int
+    arrived: float
+    future: asyncio.Future[R] = field(repr=False)
+
+
+class AdaptiveBatcher(Generic[T, R]):
+    """Gathers items from concurrent ``submit`` calls into batches for one ``process`` call each.
+
+    ``process`` takes a list of items and returns one result per item, in order (it should run
+    heavy work off the event loop, e.g. in an executor). ``size`` gives an item's length (tokens)
+    for grouping; ``on_batch`` is told the size of every dispatched batch.
+    """
+
+    def __init__(
+        self,
+        process: Callable[[list[T]], Awaitable[Sequence[R]]],
+        max_batch_size: int,
+        max_wait_s: float,
+        size: Callable[[T], int] = lambda _: 1,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        if max_batch_size < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._process = process
+        self._size = size
+        self._on_batch = on_batch
+        self._pending: deque[_Pending[T, R]] = deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        # The load estimate: how many items the previous batch held. One at the start, so the
+        # first request does not wait.
+        self._expected = 1
+        # When the previous batch left; items older than that were left over from a backlog.
+        self._dispatched_at = float("-inf")
+
+    async def submit(self, items: Sequence[T]) -> list[R]:
+        """The results for ``items``, in order, once the batches holding them have run.
+
+        Raises what ``process`` raised for a batch holding any of them.
+        """
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run(), name="batcher")
+        now = loop.time()
+        pending = [_Pending(item, self._size(item), now, loop.create_future()) for item in items]
+        self._pending.extend(pending)
+        self._arrived.set()
+        try:
+            return list(await asyncio.gather(*(p.future for p in pending)))
+        finally:
+            # A cancelled or failed request leaves nothing behind for the worker to run.
+            for p in pending:
+                p.future.cancel()
+
+    async def close(self) -> None:
+        """Stop the worker; items still queued are cancelled."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        while self._pending:
+            self._pending.popleft().future.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await self._gather()
+            batch = self._take()
+            if not batch:
+                continue
+            self._expected = len(batch)
+            self._dispatched_at = asyncio.get_running_loop().time()
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+            try:
+                results = await self._process([p.item for p in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batch of {len(batch)} items gave {len(results)} results")
+            except asyncio.CancelledError:
+                for p in batch:
+                    p.future.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - the error belongs to the requests waiting on this batch
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            for p, result in zip(batch, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(result)
+
+    def _live(self) -> int:
+        while self._pending and self._pending[0].future.done():
+            self._pending.popleft()
+        return sum(not p.future.done() for p in self._pending)
+
+    async def _gather(self) -> None:
+        """Wait for the first item, then for the batch to reach the expected size or its deadline."""
+        while not self._live():
+            self._arrived.clear()
+            await self._arrived.wait()
+        if self._pending[0].arrived <= self._dispatched_at:
+            # A backlog (more items than the last batch could take): run it, nothing to wait for.
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._pending[0].arrived + self.max_wait_s
+        target = min(self._expected, self.max_batch_size)
+        while self._live() < target and (timeout := deadline - loop.time()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            except TimeoutError:
+                break
+
+    def _take(self) -> list[_Pending[T, R]]:
+        """The next batch: everything waiting if it fits, else the oldest item and those nearest its size."""
+        live = [p for p in self._pending if not p.future.done()]
+        self._pending.clear()
+        if len(live) <= self.max_batch_size:
+            return live
+        oldest, rest = live[0], live[1:]
+        # sorted() is stable: among equally near items the earlier ones go first.
+        nearest = sorted(rest, key=lambda p: abs(p.size - oldest.size))[: self.max_batch_size - 1]
+        chosen = {id(p) for p in nearest}
+        self._pending.extend(p for p in rest if id(p) not in chosen)
+        return [oldest, *nearest]

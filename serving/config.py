@@ -1,0 +1,94 @@
+"""Typed settings of the model server: one dataclass, one ``--flag`` per field.
+
+Defaults suit one small CPU machine and a GPU node alike; every field is a flag of
+``python -m serving.server`` (``--max-batch-size 64``), so the cluster's ServingRuntime args
+and the local deploy step set them the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+BACKENDS = ("auto", "onnx", "torch")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How the server runs the model and which requests it accepts."""
+
+    backend: str = field(
+        default="auto",
+        metadata={"help": "auto (ONNX Runtime when model.onnx is present and usable, else PyTorch), onnx or torch"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto (cuda when a GPU is visible), cpu or cuda"})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "PyTorch autocast: auto (bf16/fp16 on GPUs, fp32 on most CPUs), fp32, bf16, fp16"},
+    )
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU threads per forward pass (0: the library's default, every core; set it to the CPU limit in a pod)"
+        },
+    )
+    max_batch_size: int = field(default=32, metadata={"help": "most texts gathered into one batch"})
+    max_wait_ms: float = field(
+        default=5.0, metadata={"help": "longest a text waits for others to fill its batch, in milliseconds"}
+    )
+    max_batch_tokens: int = field(
+        default=8192, metadata={"help": "most padded tokens (rows x longest row) in one forward pass"}
+    )
+    max_length: int = field(
+        default=512, metadata={"help": "tokens kept per text; longer texts are truncated (the head is kept)"}
+    )
+    max_instances: int = field(default=64, metadata={"help": "most texts in one request (more: 400)"})
+    max_text_chars: int = field(
+        default=100_000, metadata={"help": "longest text accepted, in characters (longer: 400)"}
+    )
+    max_body_bytes: int = field(default=4 * 1024 * 1024, metadata={"help": "largest request body (larger: 413)"})
+    grace_period_s: int = field(default=30, metadata={"help": "seconds in-flight requests get to finish after SIGTERM"})
+    log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("backend", BACKENDS),
+            ("device", DEVICES),
+            ("precision", PRECISIONS),
+            ("log_format", LOG_FORMATS),
+        ):
+            value = getattr(self, name)
+            # A device index (cuda:1) is a cuda device.
+            if value not in allowed and not (name == "device" and value.startswith("cuda:")):
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str):
+                continue
+            # Zero means something for these two (dispatch at once; the library's default); not for the limits.
+            zero_ok = f.name in ("max_wait_ms", "threads")
+            if value < 0 or (value == 0 and not zero_ok):
+                raise ValueError(f"{f.name} must be {'>= 0' if zero_ok else '> 0'}; got {value!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per ``ServingConfig`` field, with its default in the help."""
+    group = parser.add_argument_group("serving")
+    for f in dataclasses.fields(ServingConfig):
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=type(f.default),
+            default=f.default,
+            metavar=type(f.default).__name__.upper(),
+            help=f"{f.metadata['help']} (default: {f.default!r})",
+        )
+
+
+def from_namespace(namespace: argparse.Namespace) -> ServingConfig:
+    """The ``ServingConfig`` that parsed flags describe; ``ValueError`` for an invalid value."""
+    return ServingConfig(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(ServingConfig)})

@@ -1,0 +1,205 @@
+"""What the server adds around KServe's FastAPI app: body limits, metrics, access logs, 4xx for bad input.
+
+- ``BodyLimitMiddleware`` answers 413 before reading a body whose Content-Length is over the
+  limit, and stops reading a streamed (chunked) body as soon as it passes the limit, so an
+  oversized request costs neither time nor memory.
+- ``AccessMiddleware`` counts and times inference requests (Prometheus) and logs one
+  structured line per request.
+- ``StrictDataPlane`` turns any failure to decode a request body (KServe's binary-tensor
+  parser raises ``KeyError``, ``ValueError`` ... on malformed input) into a 400.
+- ``validation_error`` answers V2 schema errors with a short 422 that does not echo the body;
+  ``invalid_input`` answers 400 and logs one line, not a traceback, for a client's mistake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import struct
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.dataplane import DataPlane
+from starlette.requests import Request
+
+from serving import metrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("serving.access")
+
+_ENDPOINTS = (
+    ("v1", re.compile(r"^/v1/models/[^/]+:predict$")),
+    ("v2", re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")),
+)
+
+
+def inference_endpoint(path: str) -> str | None:
+    """``v1`` or ``v2`` for an inference path, ``None`` for health, metadata and the rest."""
+    return next((name for name, pattern in _ENDPOINTS if pattern.match(path)), None)
+
+
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` to stop the app reading a body past the limit."""
+
+
+async def _send_json(send: Send, status: int, content: dict[str, str], close: bool = False) -> None:
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        # The rest of the body is never read, so the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over ``max_body_bytes``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    def _too_large(self) -> dict[str, str]:
+        return {"error": f"request body is larger than {self.max_body_bytes} bytes (--max-body-bytes)"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        # uvicorn has already refused a Content-Length that is not a number.
+        if declared is not None and int(declared) > self.max_body_bytes:
+            await _send_json(send, 413, self._too_large(), close=True)
+            return
+        received = 0
+        exceeded = False
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            # Whatever the app answers to a body cut short (FastAPI makes it a 400) gives way to the 413.
+            if exceeded:
+                return
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if exceeded and not response_started:
+            await _send_json(send, 413, self._too_large(), close=True)
+
+
+class AccessMiddleware:
+    """Prometheus counts and latency of inference requests, and one access log line each."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = inference_endpoint(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        # What the client sees if the app raises: ServerErrorMiddleware outside us answers 500.
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            seconds = time.perf_counter() - start
+            metrics.REQUESTS.labels(endpoint, str(status)).inc()
+            metrics.LATENCY.labels(endpoint).observe(seconds)
+            if status >= 400:
+                metrics.ERRORS.labels(endpoint, metrics.error_reason(status)).inc()
+            headers = dict(scope["headers"])
+            access_log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "request_bytes": int(headers.get(b"content-length", b"0") or 0),
+                    "request_id": headers.get(b"x-request-id", b"").decode("latin-1") or None,
+                },
+            )
+
+
+class StrictDataPlane(DataPlane):
+    """KServe's data plane; a request body it cannot decode is the client's error (400), not a 500."""
+
+    def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except InvalidInput:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, struct.error, InferenceError) as exc:
+            raise InvalidInput(f"malformed request body: {type(exc).__name__}: {exc}") from exc
+
+
+async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
+    """400 with the reason, logged as one warning line (KServe's handler logs an error and a traceback)."""
+    log.warning("invalid input: %s", exc, extra={"path": request.url.path})
+    return JSONResponse(status_code=400, content={"error": str(exc)})
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming the fields that break the V2 schema, without echoing the body back."""
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            problems.append("body is not valid JSON")
+            continue
+        location = [str(part) for part in error.get("loc", ())[1:]]
+        # V2 bodies may be JSON or raw bytes; the "not bytes" alternative says nothing useful.
+        if location[:1] == ["bytes"]:
+            continue
+        if location[:1] == ["InferenceRequest"]:
+            location = location[1:]
+        problems.append(f"{'.'.join(location) or 'body'}: {error.get('msg', 'invalid')}")
+    detail = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+    return JSONResponse(status_code=422, content={"error": f"invalid request: {detail}"})
+
+
+def install(app: Any, max_body_bytes: int) -> None:
+    """Add the body limit, access metrics and the 400/422 handlers to KServe's FastAPI ``app``."""
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    # Added last, so outermost: it also counts and logs the 413s of the body limit.
+    app.add_middleware(AccessMiddleware)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(InvalidInput, invalid_input)
