@@ -41,11 +41,13 @@ def test_onnx_and_torch_backends_agree(exported: Path) -> None:
     assert onnx_labels == torch_labels
 
 
-def test_auto_backend_uses_onnx_only_when_the_model_has_it(exported: Path, trained_tiny: Path) -> None:
+def test_auto_backend_uses_onnx_only_when_the_model_has_it(exported: Path, trained_tiny: Path, tmp_path: Path) -> None:
     assert TextClassifierPredictor(exported).backend.name.startswith("onnxruntime")
-    assert TextClassifierPredictor(trained_tiny).backend.name.startswith("torch")
+    # Registering a model exports model.onnx into its directory, so start from a copy without it.
+    plain = shutil.copytree(trained_tiny, tmp_path / "plain", ignore=shutil.ignore_patterns("model.onnx"))
+    assert TextClassifierPredictor(plain).backend.name.startswith("torch")
     with pytest.raises(ValueError, match=r"backend onnx: no model\.onnx"):
-        TextClassifierPredictor(trained_tiny, ServingConfig(backend="onnx"))
+        TextClassifierPredictor(plain, ServingConfig(backend="onnx"))
 
 
 def test_export_that_disagrees_with_torch_is_refused_and_removed(trained_tiny: Path, tmp_path: Path) -> None:
