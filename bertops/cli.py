@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bertops import config as cfg
 from bertops.errors import BertopsError
+from pipelines.compile import DEFAULT_FINETUNE_RETRIES
 
 log = logging.getLogger("bertops")
 
@@ -48,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from pipelines.run_local import run_local
 
     config = _absolute(cfg.from_namespace(args))
+    config.to_arguments()  # a malformed JSON setting fails here, before any work
     root = Path.cwd()
     started = time.perf_counter()
     default_data = Path(config.data.data_path) == root / "data" and (root / "data.dvc").is_file()
@@ -104,17 +106,22 @@ def _predict_v1(endpoint: object, text: str) -> tuple[str, dict[str, float]]:
 def cmd_compile(args: argparse.Namespace) -> None:
     from pipelines.compile import compile_pipeline
 
-    path = compile_pipeline(Path(args.output))
+    path = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries)
     print(f"compiled pipeline: {path} (upload it in the Kubeflow UI or submit it with `kfp run create`)")
+
+
+def run_arguments(args: argparse.Namespace) -> dict[str, object]:
+    """The pipeline parameters given on the command line, as a run takes them (JSON settings decoded)."""
+    given = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
+    return {k: v for k, v in cfg.PipelineConfig().replace(**given).to_arguments().items() if k in given}
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
     from pipelines.compile import compile_pipeline
     from pipelines.submit import submit
 
-    package = compile_pipeline(Path(args.output))
-    overrides = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
-    run_id = submit(args.host, package, overrides, args.experiment, args.run_name, args.service_account)
+    package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries)
+    run_id = submit(args.host, package, run_arguments(args), args.experiment, args.run_name, args.service_account)
     print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r}")
 
 
@@ -223,11 +230,27 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_arguments(run)
     run.set_defaults(func=cmd_run)
 
-    comp = sub.add_parser("compile", help="compile the pipeline to IR YAML for Kubeflow")
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument(
+        "--workspace-pvc",
+        default="",
+        help="ReadWriteMany PVC mounted at /workspace in the finetune pods: checkpoints there survive a preempted "
+        "node, and launcher=TrainJob/PyTorchJob shares data through it (default: none)",
+    )
+    cluster.add_argument(
+        "--finetune-retries",
+        type=int,
+        default=DEFAULT_FINETUNE_RETRIES,
+        help=f"restarts of a failed finetune task (default: {DEFAULT_FINETUNE_RETRIES})",
+    )
+
+    comp = sub.add_parser("compile", parents=[cluster], help="compile the pipeline to IR YAML for Kubeflow")
     comp.add_argument("-o", "--output", default="pipelines/compiled/bertops_pipeline.yaml")
     comp.set_defaults(func=cmd_compile)
 
-    sub_ = sub.add_parser("submit", help="compile and submit a run to a Kubeflow Pipelines server (CI)")
+    sub_ = sub.add_parser(
+        "submit", parents=[cluster], help="compile and submit a run to a Kubeflow Pipelines server (CI)"
+    )
     sub_.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
     sub_.add_argument("--experiment", default="bertops")
     sub_.add_argument("--run-name", default=None)

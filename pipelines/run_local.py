@@ -86,7 +86,7 @@ def run_local(config: PipelineConfig, git_commit: str = "unknown", verbose: bool
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
 
-    from pipelines.training_pipeline import training_pipeline
+    from pipelines.training_pipeline import build_pipeline
 
     state_dir = Path(config.registry.state_dir)
     pipeline_root = state_dir / "pipeline_root"
@@ -103,7 +103,7 @@ def run_local(config: PipelineConfig, git_commit: str = "unknown", verbose: bool
         previous = os.environ.get(ERROR_FILE_ENV)
         os.environ[ERROR_FILE_ENV] = str(error_file)
         try:
-            task = training_pipeline(**config.to_arguments(), git_commit=git_commit)
+            task = build_pipeline(gpu_request=False)(**config.to_arguments(), git_commit=git_commit)
         except Exception as exc:
             if error_file.is_file():
                 raise BertopsError(error_file.read_text(encoding="utf-8")) from exc

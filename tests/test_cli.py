@@ -22,6 +22,8 @@ def _bertops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["validate", "no/such/dir"], "no/such/dir does not exist"),
         (["run", "--data-path", "no/such/dir", "--base-model", "/no/model"], "does not exist"),
         (["submit", "--host", "http://127.0.0.1:9", "-o", "p.yaml"], "cannot submit to KFP at http://127.0.0.1:9"),
+        (["run", "--finetune-node-selector", "[1]"], "--finetune-node-selector must be an object in JSON, got '[1]'"),
+        (["run", "--finetune-tolerations", "{oops"], "--finetune-tolerations is not valid JSON"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path: Path, args: list[str], fragment: str) -> None:

@@ -32,20 +32,43 @@ def test_compiled_pipeline_loads_and_parses_strictly(tmp_path: Path) -> None:
     } <= set(tasks)
     assert {"finetune", "evaluate"} <= set(spec.components["comp-for-loop-1"].dag.tasks)
     finetune_container = spec.deployment_spec["executors"]["exec-finetune"]["container"]
-    assert finetune_container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert finetune_container["image"].startswith("ghcr.io/bertops/bertops-cuda:")
     # The deploy step only runs under the gate.
     assert "deploy" in spec.components["comp-condition-2"].dag.tasks
+
+
+def _run_parameter(binding: dict) -> str:
+    """The root pipeline parameter a finetune setting comes from (through the ParallelFor's inputs)."""
+    name = binding["componentInputParameter"]
+    assert name.startswith("pipelinechannel--"), binding
+    return name.removeprefix("pipelinechannel--")
 
 
 def test_compiled_pipeline_places_finetune_on_gpu_nodes_and_mounts_secrets(tmp_path: Path) -> None:
     out = tmp_path / "pipeline.yaml"
     assert main(["compile", "--output", str(out)]) == 0
     spec, platform = yaml.safe_load_all(out.read_text())
+    defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+    # GPU request: count and resource name are run parameters, defaulting to one nvidia.com/gpu.
+    accelerator = spec["deploymentSpec"]["executors"]["exec-finetune"]["container"]["resources"]["accelerator"]
+    assert accelerator == {
+        "resourceCount": "{{$.inputs.parameters['pipelinechannel--finetune_gpus']}}",
+        "resourceType": "{{$.inputs.parameters['pipelinechannel--finetune_accelerator']}}",
+    }
+    assert (defaults["finetune_gpus"], defaults["finetune_accelerator"]) == (1, "nvidia.com/gpu")
+    # Node selector and toleration: run parameters too, defaulting to the GPU node pool.
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     finetune = executors["exec-finetune"]
-    assert finetune["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-    assert finetune["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert _run_parameter(finetune["nodeSelector"]["nodeSelectorJson"]) == "finetune_node_selector"
+    assert [_run_parameter(t["tolerationJson"]) for t in finetune["tolerations"]] == ["finetune_tolerations"]
+    assert defaults["finetune_node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert defaults["finetune_tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    # Without --workspace-pvc nothing is mounted and checkpoints live only as long as the task.
+    assert "pvcMount" not in finetune
+    assert defaults["checkpoint_dir"] == ""
+    # `bertops compile` retries a failed (preempted) finetune task.
+    loop_task = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["finetune"]
+    assert loop_task["retryPolicy"]["maxRetryCount"] == 2
     validate_secret = executors["exec-validate"]["secretAsEnv"][0]
     assert validate_secret["secretNameParameter"]["runtimeValue"]["constant"] == "bertops-dvc-s3"
     assert {e["envVar"] for e in validate_secret["keyToEnv"]} == {
@@ -57,3 +80,29 @@ def test_compiled_pipeline_places_finetune_on_gpu_nodes_and_mounts_secrets(tmp_p
     assert register_secret["secretNameParameter"]["runtimeValue"]["constant"] == "bertops-s3"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/bertops/bertops-cpu:0.1.0", "ghcr.io/bertops/bertops-cuda:0.1.0"}
+
+
+def test_workspace_pvc_mounts_the_volume_for_checkpoints_and_training_jobs(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(out), "--workspace-pvc", "ft-ws", "--finetune-retries", "0"]) == 0
+    spec, platform = yaml.safe_load_all(out.read_text())
+    finetune = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-finetune"]
+    assert finetune["pvcMount"] == [
+        {"constant": "ft-ws", "mountPath": "/workspace", "pvcNameParameter": {"runtimeValue": {"constant": "ft-ws"}}}
+    ]
+    defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert defaults["checkpoint_dir"] == "/workspace/checkpoints"
+    assert defaults["launcher"] == "local"
+    loop_task = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["finetune"]
+    assert "retryPolicy" not in loop_task
+    # The finetune task gets the volume's name (for the job's pods), the run name and its candidate id.
+    inputs = loop_task["inputs"]["parameters"]
+    assert inputs["workspace_pvc"]["runtimeValue"]["constant"] == "ft-ws"
+    assert inputs["run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
+    assert inputs["candidate_id"]["parameterExpressionSelector"] == 'parseJson(string_value)["id"]'
+    assert _run_parameter(inputs["launcher"]) == "launcher"
+
+
+def test_negative_retries_are_refused(tmp_path: Path, capsys) -> None:
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--finetune-retries", "-1"]) != 0
+    assert "--finetune-retries must be 0 or more" in capsys.readouterr().err

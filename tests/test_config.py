@@ -3,7 +3,7 @@ import inspect
 import pytest
 
 from bertops import config as cfg
-from bertops.cli import build_parser
+from bertops.cli import build_parser, run_arguments
 from pipelines.training_pipeline import training_pipeline
 
 
@@ -34,3 +34,20 @@ def test_bad_flag_value_exits_with_usage_error() -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["run", "--max-steps", "many"])
     assert exc.value.code == 2
+
+
+def test_submitted_runs_get_json_settings_decoded_and_only_what_was_given() -> None:
+    args = build_parser().parse_args(
+        [
+            *("submit", "--host", "https://kfp.example.com", "--max-steps", "9"),
+            *("--candidates", '[{"id": "a"}]', "--finetune-node-selector", '{"pool": "a100"}'),
+            *("--finetune-tolerations", "[]", "--launcher", "TrainJob"),
+        ]
+    )
+    assert run_arguments(args) == {
+        "max_steps": 9,
+        "candidates": [{"id": "a"}],
+        "finetune_node_selector": {"pool": "a100"},
+        "finetune_tolerations": [],
+        "launcher": "TrainJob",
+    }

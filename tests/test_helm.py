@@ -92,6 +92,8 @@ def test_rendered_objects_pass_their_schemas(values: dict[str, Any], crd_schemas
         "InferenceService",
         "NetworkPolicy",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "ServiceAccount",
         "ServiceAccount",

@@ -27,6 +27,8 @@ KINDS = [
     "Namespace",
     "NetworkPolicy",
     "Role",
+    "Role",
+    "RoleBinding",
     "RoleBinding",
     "ServiceAccount",
     "ServiceAccount",
@@ -66,7 +68,7 @@ def test_every_object_passes_its_schema(overlay: str, rendered: dict, crd_schema
 
 
 def test_schema_check_rejects_broken_built_in_objects(rendered: dict, crd_schemas: dict) -> None:
-    binding = dict(one(rendered["gpu"], "RoleBinding"))
+    binding = dict(one(rendered["gpu"], "RoleBinding", "bertops-inferenceservice-manager"))
     del binding["roleRef"]
     assert any("roleRef" in e for e in k8s_tools.schema_errors(binding, crd_schemas))
     account = {**one(rendered["gpu"], "ServiceAccount", "bertops-serving"), "automountToken": False}
@@ -91,24 +93,28 @@ def test_images_are_the_ones_in_images_py(rendered: dict) -> None:
     assert images == {"gpu": CUDA_IMAGE, "cpu": CPU_IMAGE}
 
 
-def test_rbac_lets_the_pipeline_manage_inferenceservices_and_nothing_else(rendered: dict) -> None:
+def test_rbac_lets_the_pipeline_manage_inferenceservices_and_training_jobs_and_nothing_else(rendered: dict) -> None:
     objects = rendered["gpu"]
     assert not [o for o in objects if o["kind"].startswith("Cluster")]
-    role = one(objects, "Role")
-    assert role["rules"] == [
-        {
-            "apiGroups": ["serving.kserve.io"],
-            "resources": ["inferenceservices"],
-            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
-        }
-    ]
-    binding = one(objects, "RoleBinding")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": role["metadata"]["name"],
+    rules = {
+        "bertops-inferenceservice-manager": [
+            {
+                "apiGroups": ["serving.kserve.io"],
+                "resources": ["inferenceservices"],
+                "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+            }
+        ],
+        # The finetune step only submits jobs and reads their status.
+        "bertops-training-job-manager": [
+            {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "create"]},
+            {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["get", "create"]},
+        ],
     }
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bertops-pipeline", "namespace": "bertops"}]
+    for name, expected in rules.items():
+        assert one(objects, "Role", name)["rules"] == expected
+        binding = one(objects, "RoleBinding", name)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bertops-pipeline", "namespace": "bertops"}]
 
 
 def test_storage_secret_is_referenced_by_name_never_committed(rendered: dict) -> None:

@@ -27,6 +27,32 @@ def test_register_records_metrics_params_lineage_and_champion(trained_tiny: Path
     assert (model_files("clf", "2", str(state_dir)) / "config.json").is_file()
 
 
+def test_register_logs_the_training_curves_to_the_run(trained_tiny: Path, state_dir: Path) -> None:
+    import json
+
+    registered = register_model(trained_tiny, "clf", {"accuracy": 0.9}, {}, LINEAGE, False, str(state_dir))
+    client = open_client("", state_dir)
+    history = json.loads((trained_tiny / "training.json").read_text())["history"]
+    logged = client.get_metric_history(registered.run_id, "training.val_accuracy")
+    assert [(m.step, m.value) for m in logged] == [(h["step"], h["val_accuracy"]) for h in history]
+    assert len(client.get_metric_history(registered.run_id, "training.train_loss")) == len(history)
+    assert [a.path for a in client.list_artifacts(registered.run_id, "training")] == ["training/curves.png"]
+
+
+def test_register_of_a_corrupt_training_record_registers_nothing(
+    trained_tiny: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_tiny, model)
+    (model / "training.json").write_text("{not json")
+    with pytest.raises(BertopsError, match=r"training.json: not a training record"):
+        register_model(model, "clf", {}, {}, LINEAGE, True, str(state_dir))
+    client = open_client("", state_dir)
+    assert client.search_model_versions("name='clf'") == []
+
+
 def test_register_of_a_non_model_registers_nothing(tmp_path: Path, state_dir: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(BertopsError, match="not a saved model"):

@@ -23,8 +23,10 @@ from components.finetune.finetune import FinetuneConfig
 from components.finetune.trainjob import (
     PYTORCHJOB,
     TrainJobConfig,
+    check_launcher,
     job_manifest,
     job_name,
+    job_namespace,
     submit,
     train_on_cluster,
     wait_finished,
@@ -148,6 +150,32 @@ def test_single_node_pytorchjob_has_no_workers_and_cpu_only_asks_for_no_gpu() ->
 def test_bad_job_settings_fail_with_one_line(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(BertopsError, match=message):
         job_manifest(NAME, FINETUNE, TrainJobConfig(**overrides))
+
+
+@pytest.mark.parametrize(
+    ("launcher", "run_name", "pvc", "message"),
+    [
+        ("Slurm", "run", "ws", "launcher must be one of local, TrainJob, PyTorchJob, got 'Slurm'"),
+        ("TrainJob", "", "ws", "launcher TrainJob needs run_name"),
+        ("PyTorchJob", "run", "", "compile the pipeline with --workspace-pvc NAME"),
+    ],
+)
+def test_the_finetune_step_refuses_a_launcher_it_cannot_start(
+    launcher: str, run_name: str, pvc: str, message: str
+) -> None:
+    with pytest.raises(BertopsError, match=re.escape(message)):
+        check_launcher(launcher, run_name, pvc)
+    check_launcher("local", "", "")  # the local loop needs neither
+
+
+def test_the_job_runs_in_the_pods_own_namespace_where_its_volume_is(tmp_path: Path) -> None:
+    (tmp_path / "namespace").write_text("kubeflow-user\n")
+    assert job_namespace("bertops", tmp_path / "namespace") == "kubeflow-user"
+    assert job_namespace("bertops", tmp_path / "absent") == "bertops"  # not in a pod
+
+
+def test_candidates_of_one_run_get_jobs_of_their_own() -> None:
+    assert job_name("run-7/base") != job_name("run-7/higher-lr")
 
 
 def test_job_names_are_dns_labels_stable_per_run() -> None:

@@ -16,13 +16,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertops.config import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATIONS
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
 
 # Where KServe's storage initializer puts the files behind ``storageUri``.
 MODEL_MOUNT = "/mnt/models"
 SERVING_PORT = 8080
-GPU_RESOURCE = "nvidia.com/gpu"
 # KServe fills ``{{.Name}}`` in runtime args with the InferenceService's name, so one runtime
 # serves every endpoint under its own /v1/models/NAME and /v2/models/NAME paths.
 RUNTIME_MODEL_NAME = "{{.Name}}"
@@ -53,12 +53,8 @@ class ClusterDeployConfig:
     cpu_limit: str = "4"
     memory_request: str = "4Gi"
     memory_limit: str = "8Gi"
-    # Label set by NVIDIA's GPU feature discovery (GPU operator) on nodes with a GPU.
-    node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    # GPU node pools are usually tainted so that only pods that ask for a GPU land there.
-    tolerations: list[dict[str, str]] = field(
-        default_factory=lambda: [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-    )
+    node_selector: dict[str, str] = field(default_factory=lambda: dict(GPU_NODE_SELECTOR))
+    tolerations: list[dict[str, str]] = field(default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS])
     min_replicas: int = 1
     max_replicas: int = 3
     scale_metric: str = "concurrency"

@@ -28,27 +28,35 @@ def finetune(
     launcher: str = "local",
     num_nodes: int = 1,
     gpus_per_node: int = 1,
-    workspace_pvc: str = "bertops-workspace",
+    workspace_pvc: str = "",
     namespace: str = "bertops",
     run_name: str = "",
+    candidate_id: str = "",
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
     ``launcher`` is ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (this pod submits
     a job of ``num_nodes`` x ``gpus_per_node`` GPUs, waits, and copies the model back; it needs
-    ``workspace_pvc`` mounted at /workspace and a unique ``run_name``). ``checkpoint_dir`` on a
-    volume makes a restarted pod resume; left empty, checkpoints live beside the model only for
-    the task's lifetime and are removed once it succeeds. The model directory holds
-    ``training.json`` (settings' outcome and per-evaluation history) and ``curves.png``.
+    ``workspace_pvc`` mounted at /workspace; the job runs in this pod's namespace, where that PVC
+    is, or in ``namespace`` outside a pod). ``checkpoint_dir`` on a volume makes a restarted
+    pod resume: each run (``run_name``) and candidate (``candidate_id``) checkpoints in its own
+    directory below it. Left empty, checkpoints live beside the model only for the task's
+    lifetime and are removed once it succeeds. The model directory holds ``training.json``
+    (the run's record and per-evaluation history) and ``curves.png``.
     """
     import shutil
     from pathlib import Path
 
-    from bertops.errors import BertopsError
     from bertops.step import step
     from components.finetune.finetune import FinetuneConfig, checkpoint_location, train
+    from components.finetune.trainjob import TrainJobConfig, check_launcher, job_namespace, train_on_cluster
 
     with step("finetune"):
+        check_launcher(launcher, run_name, workspace_pvc)
+        # One run's candidates train at once: each needs its own checkpoints and its own job.
+        task_key = "/".join(part for part in (run_name, candidate_id) if part)
+        if checkpoint_dir:
+            checkpoint_dir = str(Path(checkpoint_dir) / (task_key or "run"))
         config = FinetuneConfig(
             base_model=base_model,
             batch_size=batch_size,
@@ -73,18 +81,15 @@ def finetune(
                 shutil.rmtree(checkpoint_location(out, config), ignore_errors=True)
         else:
             from components.deploy.deploy_cluster import load_api_client
-            from components.finetune.trainjob import TrainJobConfig, train_on_cluster
 
-            if not run_name:
-                raise BertopsError("launcher TrainJob/PyTorchJob needs run_name (the pipeline run's name)")
             job = TrainJobConfig(
                 kind=launcher,
-                namespace=namespace,
+                namespace=job_namespace(namespace),
                 num_nodes=num_nodes,
                 gpus_per_node=gpus_per_node,
                 workspace_pvc=workspace_pvc,
             )
-            result = train_on_cluster(Path(tokenized.path), out, config, job, run_name, load_api_client())
+            result = train_on_cluster(Path(tokenized.path), out, config, job, task_key, load_api_client())
         model.metadata.update({"base_model": base_model, "framework": "transformers"})
         for name in (
             "final_train_loss",

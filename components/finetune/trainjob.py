@@ -95,6 +95,33 @@ def job_name(run_name: str) -> str:
     return f"ft-{readable}-{digest}" if readable else f"ft-{digest}"
 
 
+LAUNCHERS = ("local", TRAINJOB, PYTORCHJOB)
+# Where Kubernetes tells a pod its own namespace.
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def job_namespace(default: str, namespace_file: Path = POD_NAMESPACE_FILE) -> str:
+    """The namespace of the pod this runs in (the job must share its workspace PVC), else ``default``."""
+    try:
+        return namespace_file.read_text(encoding="utf-8").strip() or default
+    except OSError:
+        return default
+
+
+def check_launcher(launcher: str, run_name: str, workspace_pvc: str) -> None:
+    """Raise ``BertopsError`` unless the finetune step can start ``launcher`` with what it was given."""
+    if launcher not in LAUNCHERS:
+        raise BertopsError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if launcher == "local":
+        return
+    if not run_name:
+        raise BertopsError(f"launcher {launcher} needs run_name (the pipeline run's name)")
+    if not workspace_pvc:
+        raise BertopsError(
+            f"launcher {launcher} needs a workspace volume: compile the pipeline with --workspace-pvc NAME"
+        )
+
+
 def check_job_config(config: TrainJobConfig) -> None:
     """Raise ``BertopsError`` for settings no cluster would run."""
     if config.kind not in API:

@@ -9,12 +9,14 @@ FAILED, which no version points to.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertops.errors import BertopsError
 from bertops.registry import experiment_id, open_client, set_champion
+from components.finetune.finetune import CURVES_FILE, TRAINING_FILE
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,31 @@ def _export_onnx(client: Any, run_id: str, model_dir: Path) -> None:
     client.log_metric(run_id, "onnx_max_abs_diff", result.max_abs_diff)
 
 
+def training_curves(model_dir: Path) -> list[Any]:
+    """The fine-tuning history in ``training.json`` as MLflow metrics with their steps (empty if absent).
+
+    Logged as step series (``train_loss``, ``val_loss``, ``val_accuracy``, ``learning_rate``),
+    MLflow draws the curves itself beside ``curves.png``.
+    """
+    import json
+
+    from mlflow.entities import Metric
+
+    path = model_dir / TRAINING_FILE
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text(encoding="utf-8")).get("history", [])
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise BertopsError(f"{path}: not a training record ({exc}); nothing registered") from exc
+    return [
+        Metric(f"training.{key}", float(value), 0, int(entry["step"]))
+        for entry in history
+        for key, value in entry.items()
+        if key not in ("step", "epoch") and math.isfinite(float(value))
+    ]
+
+
 def register_model(
     model_dir: Path,
     model_name: str,
@@ -105,6 +132,7 @@ def register_model(
 
     if not (model_dir / "config.json").is_file():
         raise BertopsError(f"{model_dir}: not a saved model (no config.json); nothing registered")
+    curves = training_curves(model_dir)
     client = open_client(tracking_uri, state_dir)
     card = model_card(model_name, metrics, params, lineage, decisions)
     run = client.create_run(
@@ -118,6 +146,11 @@ def register_model(
             params=[Param(k, str(v)) for k, v in params.items()],
             tags=[RunTag(k, str(v)) for k, v in lineage.items()],
         )
+        # log_batch takes at most 1,000 metrics a call.
+        for start in range(0, len(curves), 1000):
+            client.log_batch(run_id, metrics=curves[start : start + 1000])
+        if (model_dir / CURVES_FILE).is_file():
+            client.log_artifact(run_id, str(model_dir / CURVES_FILE), "training")
         _export_onnx(client, run_id, model_dir)
         client.log_artifacts(run_id, str(model_dir), "model")
         client.log_text(run_id, card, "model_card.md")
