@@ -28,14 +28,12 @@ def register(
 
     from bertops.step import step
     from components.evaluate.evaluate import load_evaluation
-    from components.register.register import register_model
+    from components.register.register import register_model, training_record
 
     with step("register"):
         metrics = load_evaluation(Path(evaluation.path)).flat()
-        training_file = Path(model.path) / "training.json"
-        if training_file.is_file():
-            training = json.loads(training_file.read_text(encoding="utf-8"))
-            metrics.update({f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)})
+        training = training_record(Path(model.path))
+        metrics.update({f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)})
         params = {"max_length": max_length, **{k: v for k, v in model.metadata.items() if k != "framework"}}
         lineage = {
             "data_version": data_version,

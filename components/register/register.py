@@ -83,26 +83,33 @@ def _export_onnx(client: Any, run_id: str, model_dir: Path) -> None:
     client.log_metric(run_id, "onnx_max_abs_diff", result.max_abs_diff)
 
 
+def training_record(model_dir: Path) -> dict[str, Any]:
+    """The fine-tuning record (``training.json``) beside the model, or ``{}`` if it has none."""
+    import json
+
+    path = model_dir / TRAINING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BertopsError(f"{path}: not a training record ({exc}); nothing registered") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("history", []), list):
+        raise BertopsError(f"{path}: not a training record (no object with a history list); nothing registered")
+    return record
+
+
 def training_curves(model_dir: Path) -> list[Any]:
-    """The fine-tuning history in ``training.json`` as MLflow metrics with their steps (empty if absent).
+    """The fine-tuning history as MLflow metrics with their steps (empty if there is none).
 
     Logged as step series (``train_loss``, ``val_loss``, ``val_accuracy``, ``learning_rate``),
     MLflow draws the curves itself beside ``curves.png``.
     """
-    import json
-
     from mlflow.entities import Metric
 
-    path = model_dir / TRAINING_FILE
-    if not path.is_file():
-        return []
-    try:
-        history = json.loads(path.read_text(encoding="utf-8")).get("history", [])
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise BertopsError(f"{path}: not a training record ({exc}); nothing registered") from exc
     return [
         Metric(f"training.{key}", float(value), 0, int(entry["step"]))
-        for entry in history
+        for entry in training_record(model_dir).get("history", [])
         for key, value in entry.items()
         if key not in ("step", "epoch") and math.isfinite(float(value))
     ]
