@@ -5,7 +5,6 @@ Parameter defaults come from ``bertops.config`` so the CLI, the compiled YAML an
 UI's run form all start from the same values.
 """
 
-import json
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
@@ -38,7 +37,7 @@ ARTIFACT_SECRET = "bertops-s3"
 WORKSPACE_MOUNT = "/workspace"
 _D, _V, _T, _P = DataConfig(), ValidationConfig(), TrainConfig(), PlacementConfig()
 _G, _R, _S = GateConfig(), RegistryConfig(), ServeConfig()
-_CANDIDATES: list = json.loads(_T.candidates)
+_CANDIDATES: list = decode_json("candidates", _T.candidates, list)
 _NODE_SELECTOR: dict = decode_json("finetune_node_selector", _P.finetune_node_selector, dict)
 _TOLERATIONS: list = decode_json("finetune_tolerations", _P.finetune_tolerations, list)
 

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertops.config import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATIONS
 from bertops.errors import BertopsError
 from bertops.images import CUDA_IMAGE
-from components.deploy.inference_service import GPU_RESOURCE, ClusterDeployConfig, to_manifest
+from components.deploy.inference_service import to_manifest
 from components.finetune.finetune import TRAINING_FILE, FinetuneConfig, TrainResult
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ TRAINER_NODE = "node"
 PYTORCH_CONTAINER = "pytorch"
 PATCH_MANAGER = "bertops.io/finetune"
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "bertops"}
-_GPU_PLACEMENT = ClusterDeployConfig()
 
 
 @dataclass
@@ -70,8 +70,8 @@ class TrainJobConfig:
     gpus_per_node: int = 1
     cpu_per_node: str = "4"
     memory_per_node: str = "16Gi"
-    node_selector: dict[str, str] = field(default_factory=lambda: dict(_GPU_PLACEMENT.node_selector))
-    tolerations: list[dict[str, str]] = field(default_factory=lambda: [dict(t) for t in _GPU_PLACEMENT.tolerations])
+    node_selector: dict[str, str] = field(default_factory=lambda: dict(GPU_NODE_SELECTOR))
+    tolerations: list[dict[str, str]] = field(default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS])
     # A ReadWriteMany PVC mounted both in the pipeline's finetune pod and in the job's pods.
     workspace_pvc: str = "bertops-workspace"
     workspace_mount: str = "/workspace"
