@@ -32,6 +32,8 @@ from components.deploy.deploy_cluster import (
     restorable,
 )
 from components.deploy.inference_service import (
+    DEPLOYMENT_MODE_ANNOTATION,
+    RAW_MODES,
     ClusterDeployConfig,
     check_webhook_rules,
     cpu_config,
@@ -136,7 +138,7 @@ def test_runtime_runs_the_project_server_from_the_images_py_image() -> None:
             {"deployment_mode": "RawDeployment", "scale_metric": "cpu", "scale_target": 150},
             "scaleTarget 150 is out of range",
         ),
-        (NAME, {"deployment_mode": "Knative"}, "deployment mode 'Knative' is not one of"),
+        (NAME, {"deployment_mode": "ModelMesh"}, "deployment mode 'ModelMesh' is not one of"),
     ],
 )
 def test_webhook_rules_fail_with_one_clear_line(name: str, overrides: dict[str, Any], message: str) -> None:
@@ -501,6 +503,35 @@ def test_a_deployment_mode_change_is_refused_before_any_change() -> None:
     with pytest.raises(BertopsError, match="runs in RawDeployment mode; it cannot change to Serverless"):
         deploy_cluster(NAME, STORAGE, api=client_with(transport))
     assert transport.calls() == [("GET", PATH)]
+
+
+@pytest.mark.parametrize(
+    ("existing", "applied"), [("Knative", "Serverless"), ("Serverless", "Knative"), ("Standard", "RawDeployment")]
+)
+def test_the_legacy_and_the_new_name_of_a_mode_are_the_same_mode(
+    existing: str, applied: str, crd_schemas: dict
+) -> None:
+    """KServe >= 0.16 stores ``Knative`` for ``Serverless`` and ``Standard`` for ``RawDeployment``.
+
+    Its mutating webhook rewrites the annotation (kserve/kserve
+    pkg/apis/serving/v1beta1/inference_service_defaults.go, ``DefaultInferenceService``), the status
+    reports the new name, and the validating webhook compares the annotation with
+    ``ParseDeploymentMode(status.deploymentMode)`` (pkg/apis/serving/v1beta1/inference_service_validation.go
+    ``validateDeploymentMode``, pkg/constants/constants.go): an update in the legacy name is the same mode.
+    """
+    raw = applied in RAW_MODES
+    config = ClusterDeployConfig(deployment_mode=applied, scale_metric="cpu" if raw else "concurrency", scale_target=80)
+    previous, manifest = previous_object(), new_manifest(config)
+    previous["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION] = existing
+    previous["status"]["deploymentMode"] = existing
+    transport = RecordedTransport(
+        {"GET": [(200, previous), (200, stored(manifest, 2, ready_status(2)))], "PATCH": [(200, stored(manifest, 2))]}
+    )
+    endpoint = deploy_cluster(NAME, STORAGE, config, api=client_with(transport), timeout=5, poll_interval=0)
+    assert transport.calls()[:2] == [("GET", PATH), ("PATCH", PATH)]
+    assert_is_apply(transport.requests[1], crd_schemas)
+    assert transport.requests[1].body["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION] == applied
+    assert endpoint.generation == 2
 
 
 def test_without_a_cluster_the_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from bertops.errors import BertopsError
 from components.deploy.inference_service import (
     DEPLOYMENT_MODE_ANNOTATION,
-    RAW_MODES,
     STORAGE_SCHEMES,
     ClusterDeployConfig,
+    canonical_mode,
     inference_service,
     to_manifest,
 )
@@ -196,10 +196,6 @@ def restorable(previous: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _same_mode(a: str, b: str) -> bool:
-    return a == b or {a, b} <= set(RAW_MODES)
-
-
 def deploy_cluster(
     name: str,
     storage_uri: str,
@@ -217,8 +213,9 @@ def deploy_cluster(
     namespace = config.namespace
     previous = get_inference_service(api, namespace, name)
     previous_mode = ((previous or {}).get("status") or {}).get("deploymentMode")
-    if previous_mode and not _same_mode(previous_mode, config.deployment_mode):
-        # KServe's webhook refuses this; say so before changing anything.
+    # KServe's webhook compares both names normalized (Serverless is Knative, RawDeployment is
+    # Standard: KServe >= 0.16 rewrites the legacy names) and refuses a change; say so before any.
+    if previous_mode and canonical_mode(previous_mode) != canonical_mode(config.deployment_mode):
         raise BertopsError(
             f"InferenceService {namespace}/{name} runs in {previous_mode} mode; it cannot change to "
             f"{manifest['metadata']['annotations'][DEPLOYMENT_MODE_ANNOTATION]} (delete it first)"

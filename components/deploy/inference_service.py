@@ -29,15 +29,34 @@ RUNTIME_MODEL_NAME = "{{.Name}}"
 
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 SERVERLESS = "Serverless"
-# KServe 0.15+ calls the raw Deployment mode "Standard" and still accepts the old name.
-RAW_MODES = ("RawDeployment", "Standard")
+KNATIVE = "Knative"
+STANDARD = "Standard"
+# Each mode under its legacy name and its KServe >= 0.16 name. KServe's mutating webhook rewrites
+# the legacy names (Serverless -> Knative, RawDeployment -> Standard) in the annotation and reports
+# the new one in status.deploymentMode (kserve/kserve pkg/constants/constants.go ParseDeploymentMode).
+KNATIVE_MODES = (SERVERLESS, KNATIVE)
+RAW_MODES = ("RawDeployment", STANDARD)
+DEPLOYMENT_MODES = KNATIVE_MODES + RAW_MODES
 # Knative's pod autoscaler scales on request load; the HPA of the raw modes on resources.
-SCALE_METRICS = {SERVERLESS: ("concurrency", "rps"), **dict.fromkeys(RAW_MODES, ("cpu", "memory"))}
+SCALE_METRICS = {**dict.fromkeys(KNATIVE_MODES, ("concurrency", "rps")), **dict.fromkeys(RAW_MODES, ("cpu", "memory"))}
+# What the autoscaler aims at per replica: 8 requests in flight, or 80 % CPU.
+SCALE_TARGETS = {"concurrency": 8, "cpu": 80}
 # The schemes KServe's storage initializer can download (its webhook refuses the rest).
 STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://", "webhdfs://", "oci://", "hf://")
 # DNS-1035 label: what KServe's webhook requires of an InferenceService name (it becomes a host name).
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "bertops"}
+# A Kubernetes label value (apimachinery validation.IsValidLabelValue): at most 63 characters.
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# A Kubernetes resource quantity (apimachinery resource.Quantity), e.g. 500m, 2, 4Gi, 1e3.
+QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?$")
+
+
+def canonical_mode(mode: str) -> str:
+    """The KServe >= 0.16 name of a deployment mode (``Knative`` or ``Standard``); unknown names unchanged."""
+    if mode in KNATIVE_MODES:
+        return KNATIVE
+    return STANDARD if mode in RAW_MODES else mode
 
 
 @dataclass
@@ -225,8 +244,10 @@ def check_webhook_rules(manifest: dict[str, Any]) -> None:
     if canary is not None:
         if not 0 <= canary <= 100:
             raise BertopsError(f"{where}: canaryTrafficPercent must be between 0 and 100, got {canary}")
-        if mode != SERVERLESS:
-            raise BertopsError(f"{where}: canaryTrafficPercent needs the {SERVERLESS} deployment mode, not {mode}")
+        if mode not in KNATIVE_MODES:
+            raise BertopsError(
+                f"{where}: canaryTrafficPercent needs the {SERVERLESS} (or {KNATIVE}) deployment mode, not {mode}"
+            )
     min_replicas, max_replicas = predictor.get("minReplicas", 1), predictor.get("maxReplicas", 0)
     if min_replicas < 0 or max_replicas < 0:
         raise BertopsError(f"{where}: minReplicas and maxReplicas cannot be negative")
