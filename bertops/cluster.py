@@ -77,6 +77,19 @@ TRAINING_ROLE = RoleSpec(
 )
 ROLES = (DEPLOY_ROLE, TRAINING_ROLE)
 
+# Where a run's pods run and as whom: Kubeflow's multi-user mode (the default) and standalone KFP.
+RUN_IDENTITIES = {
+    "multi-user": (PROFILE_NAMESPACE, PIPELINE_SERVICE_ACCOUNT),
+    "standalone": (STANDALONE_NAMESPACE, STANDALONE_SERVICE_ACCOUNT),
+}
+
+
+def role_rules(role: RoleSpec) -> list[dict[str, list[str]]]:
+    """``role``'s rules as a Kubernetes Role writes them: one rule per API group and resource."""
+    return [
+        {"apiGroups": [group], "resources": [resource], "verbs": list(verbs)} for group, resource, verbs in role.rules
+    ]
+
 
 def table(namespace: str = PROFILE_NAMESPACE, service_account: str = PIPELINE_SERVICE_ACCOUNT) -> str:
     """The Markdown table of every account, Role binding and Secret a run needs, all in ``namespace``."""
@@ -88,7 +101,9 @@ def table(namespace: str = PROFILE_NAMESPACE, service_account: str = PIPELINE_SE
     ]
     for role in ROLES:
         rules = "; ".join(f"{res}.{group}: {', '.join(verbs)}" for group, res, verbs in role.rules)
-        rows.append(f"| Role + RoleBinding to `{service_account}` | `{role.name}` | `{namespace}` | {rules} | {role.purpose} |")
+        rows.append(
+            f"| Role + RoleBinding to `{service_account}` | `{role.name}` | `{namespace}` | {rules} | {role.purpose} |"
+        )
     for secret in SECRETS:
         keys = ", ".join(f"`{k}`" for k in secret.keys)
         rows.append(f"| Secret | `{secret.name}` | `{namespace}` | {keys} | {', '.join(secret.readers)} |")
@@ -96,4 +111,7 @@ def table(namespace: str = PROFILE_NAMESPACE, service_account: str = PIPELINE_SE
 
 
 if __name__ == "__main__":
-    print(table())
+    import sys
+
+    # `python -m bertops.cluster standalone` prints the standalone KFP variant.
+    print(table(*RUN_IDENTITIES[sys.argv[1] if len(sys.argv) > 1 else "multi-user"]))

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bertops import __version__, k8s_tools
+from bertops import __version__, cluster, k8s_tools
 from bertops.errors import BertopsError
-from bertops.images import CPU_IMAGE, CUDA_IMAGE
+from bertops.images import CPU_IMAGE, CUDA_IMAGE, REPOSITORY
 from components.deploy.inference_service import (
     ClusterDeployConfig,
     check_webhook_rules,
@@ -26,8 +26,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CHART = REPO_ROOT / "helm" / "bertops"
 NAMESPACE = "ml-serving"
 STORAGE = "s3://mlflow/1/0a1b2c/artifacts/model"
-GPU = {"inferenceService": {"storageUri": STORAGE}}
-CPU = {"gpu": {"enabled": False}, "inferenceService": {"storageUri": STORAGE}}
+# The images bertops/images.py names (tagged by commit), as chart values.
+IMAGES = {"cuda": CUDA_IMAGE.rsplit(":", 1)[0], "cpu": CPU_IMAGE.rsplit(":", 1)[0], "tag": CUDA_IMAGE.rsplit(":", 1)[1]}
+ENDPOINT = {"enabled": True, "storageUri": STORAGE}
+GPU = {"image": IMAGES, "inferenceService": ENDPOINT}
+CPU = {"image": IMAGES, "gpu": {"enabled": False}, "inferenceService": ENDPOINT}
+PLATFORM_KINDS = ["NetworkPolicy", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount", "ServingRuntime"]
 # Labels and annotations differ by design (helm's release labels, checkov's skip reasons).
 RELEASE_METADATA = ("labels", "annotations")
 
@@ -57,15 +61,17 @@ def test_lint_strict_passes(values_file: str) -> None:
     ("values", "message"),
     [
         (
-            {"inferenceService": {"storageUri": STORAGE, "canaryTrafficPercent": 150}},
+            {"inferenceService": {**ENDPOINT, "canaryTrafficPercent": 150}},
             "canaryTrafficPercent': maximum: got 150, want 100",
         ),
-        ({"inferenceService": {"storageUri": "mlflow-artifacts:/1/model"}}, "/inferenceService/storageUri"),
-        ({"inferenceService": {"storageUri": STORAGE, "name": "Bert_Classifier"}}, "/inferenceService/name"),
-        ({"inferenceService": {"storageUri": STORAGE, "scaleMetric": "latency"}}, "/inferenceService/scaleMetric"),
-        ({"image": {"cuda": "ghcr.io/bertops/bertops-cuda:latest"}}, "/image/cuda"),
+        ({"inferenceService": {**ENDPOINT, "storageUri": "mlflow-artifacts:/1/model"}}, "/inferenceService/storageUri"),
+        ({"inferenceService": {**ENDPOINT, "name": "Bert_Classifier"}}, "/inferenceService/name"),
+        ({"inferenceService": {**ENDPOINT, "scaleMetric": "latency"}}, "/inferenceService/scaleMetric"),
+        ({"image": {"tag": "latest"}}, "/image/tag"),
+        ({"image": {"cuda": "ghcr.io/bertops/bertops-cuda:0.1.0"}}, "/image/cuda"),
         ({"gpu": {"count": 0}}, "/gpu/count"),
-        ({"inferenceservice": {"storageUri": STORAGE}}, "additional properties 'inferenceservice' not allowed"),
+        ({"serviceAccounts": {"pipeline": "bertops-pipeline"}}, "additional properties 'serviceAccounts' not allowed"),
+        ({"pipeline": {"serviceAccount": "Default_Editor"}}, "/pipeline/serviceAccount"),
     ],
 )
 def test_values_schema_refuses_bad_values(values: dict[str, Any], message: str) -> None:
@@ -74,35 +80,28 @@ def test_values_schema_refuses_bad_values(values: dict[str, Any], message: str) 
     assert message in str(caught.value)
 
 
-def test_storage_uri_is_required() -> None:
+def test_default_install_needs_no_value_and_leaves_the_endpoint_to_the_pipeline() -> None:
+    """Finding 13: `helm install` before any model exists; the deploy step creates the endpoint."""
+    objects = k8s_tools.render_helm(CHART, NAMESPACE)
+    assert sorted(o["kind"] for o in objects) == PLATFORM_KINDS
     with pytest.raises(BertopsError, match=r"inferenceService\.storageUri is required"):
-        k8s_tools.render_helm(CHART, NAMESPACE)
-    disabled = k8s_tools.render_helm(CHART, NAMESPACE, {"inferenceService": {"enabled": False}})
-    assert "InferenceService" not in [o["kind"] for o in disabled]
+        k8s_tools.render_helm(CHART, NAMESPACE, {"inferenceService": {"enabled": True}})
 
 
 @pytest.mark.parametrize(
     "values",
-    [GPU, CPU, {"inferenceService": {"storageUri": STORAGE, "canaryTrafficPercent": 10}}],
-    ids=["gpu", "cpu", "canary"],
+    [{}, GPU, CPU, {"image": IMAGES, "inferenceService": {**ENDPOINT, "canaryTrafficPercent": 10}}],
+    ids=["default", "gpu", "cpu", "canary"],
 )
 def test_rendered_objects_pass_their_schemas(values: dict[str, Any], crd_schemas: dict) -> None:
     objects = k8s_tools.render_helm(CHART, NAMESPACE, values)
-    assert sorted(o["kind"] for o in objects) == [
-        "InferenceService",
-        "NetworkPolicy",
-        "Role",
-        "Role",
-        "RoleBinding",
-        "RoleBinding",
-        "ServiceAccount",
-        "ServiceAccount",
-        "ServingRuntime",
-    ]
+    endpoint = ["InferenceService"] if values else []
+    assert sorted(o["kind"] for o in objects) == sorted(PLATFORM_KINDS + endpoint)
     assert {o["metadata"]["namespace"] for o in objects} == {NAMESPACE}
     for obj in objects:
         assert k8s_tools.schema_errors(obj, crd_schemas) == [], f"{obj['kind']}/{obj['metadata']['name']}"
-    check_webhook_rules(one(objects, "InferenceService"))
+    if endpoint:
+        check_webhook_rules(one(objects, "InferenceService"))
 
 
 @pytest.mark.parametrize(
@@ -111,7 +110,7 @@ def test_rendered_objects_pass_their_schemas(values: dict[str, Any], crd_schemas
         (GPU, ClusterDeployConfig(namespace=NAMESPACE)),
         (CPU, cpu_config(namespace=NAMESPACE)),
         (
-            {"inferenceService": {"storageUri": STORAGE, "canaryTrafficPercent": 10, "maxReplicas": 5}},
+            {"image": IMAGES, "inferenceService": {**ENDPOINT, "canaryTrafficPercent": 10, "maxReplicas": 5}},
             ClusterDeployConfig(namespace=NAMESPACE, canary_traffic_percent=10, max_replicas=5),
         ),
     ],
@@ -129,23 +128,31 @@ def test_chart_serves_what_the_deploy_step_would(values: dict[str, Any], config:
 
 @pytest.mark.parametrize("overlay", ["gpu", "cpu"])
 def test_chart_and_kustomize_manifests_agree(overlay: str) -> None:
-    charted = k8s_tools.render_helm(CHART, "bertops", GPU if overlay == "gpu" else CPU)
+    """Default installs of both, in the profile namespace the manifests name, create the same objects."""
+    values = {} if overlay == "gpu" else {"gpu": {"enabled": False}}
+    charted = k8s_tools.render_helm(CHART, cluster.PROFILE_NAMESPACE, values)
     kustomized = k8s_tools.render_kustomize(REPO_ROOT / "manifests" / "overlays" / overlay)
     by_key = {(o["kind"], o["metadata"]["name"]): without_release_metadata(o) for o in kustomized}
+    assert sorted(by_key) == sorted((o["kind"], o["metadata"]["name"]) for o in charted)
     for obj in charted:
         key = (obj["kind"], obj["metadata"]["name"])
-        expected = by_key[key]
-        if obj["kind"] == "InferenceService":
-            # The manifests carry an example model path; the chart takes it as a value.
-            expected["spec"]["predictor"]["model"]["storageUri"] = STORAGE
-        assert without_release_metadata(obj) == expected, key
+        assert without_release_metadata(obj) == by_key[key], key
 
 
-def test_images_and_version_are_the_ones_in_images_py() -> None:
+def test_images_are_the_repositories_in_images_py_at_the_tag_given() -> None:
+    """Finding 15: images are tagged by commit; the chart takes the tag (default: its appVersion)."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["image"] == {"cuda": CUDA_IMAGE, "cpu": CPU_IMAGE}
+    assert values["image"] == {"cuda": f"{REPOSITORY}/bertops-cuda", "cpu": f"{REPOSITORY}/bertops-cpu", "tag": ""}
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == __version__
+
+    def image(values: dict[str, Any]) -> str:
+        return one(k8s_tools.render_helm(CHART, NAMESPACE, values), "ServingRuntime")["spec"]["containers"][0]["image"]
+
+    assert image({}) == f"{REPOSITORY}/bertops-cuda:{__version__}"
+    assert image({"image": {"tag": "0.1.0-0123456789ab"}}) == f"{REPOSITORY}/bertops-cuda:0.1.0-0123456789ab"
+    assert image({"image": IMAGES}) == CUDA_IMAGE
+    assert image({"image": IMAGES, "gpu": {"enabled": False}}) == CPU_IMAGE
     # The defaults themselves satisfy the schema that guards overrides.
     import jsonschema
 
@@ -162,7 +169,15 @@ def test_notes_tell_the_operator_how_to_query_the_endpoint() -> None:
     assert notes.count(v1) == 2
     assert '"http://${INGRESS_HOST}:${INGRESS_PORT}/v1/models/bbc-news-classifier:predict"' in notes
     assert '"http://${INGRESS_HOST}:${INGRESS_PORT}/v2/models/bbc-news-classifier/infer"' in notes
-    assert "create secret generic bertops-s3" in notes and "serving.kserve.io/s3-endpoint" in notes
+    assert f"kubectl -n {NAMESPACE} get secret {cluster.ARTIFACT_SECRET.name}" in notes
+
+
+def test_notes_of_a_default_install_point_at_the_pipeline() -> None:
+    out = k8s_tools.helm("install", "bertops", CHART, "--namespace", NAMESPACE, "--dry-run=client")
+    notes = out[out.index("NOTES:") :]
+    assert "No InferenceService was created" in notes
+    assert f"bound to service account\n  {cluster.PIPELINE_SERVICE_ACCOUNT}," in notes
+    assert f"kubectl -n {NAMESPACE} get inferenceservices" in notes
 
 
 def test_checkov_scans_the_rendered_chart_and_finds_no_failed_checks() -> None:

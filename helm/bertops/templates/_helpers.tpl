@@ -10,3 +10,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "bertops.checkovNamespaceSkip" -}}
 checkov.io/skip1: CKV_K8S_21=The namespace is the release namespace given to helm install -n; checkov renders charts into default
 {{- end }}
+
+{{/* The ServingRuntime's image: the CUDA or CPU repository at image.tag (default: the chart's appVersion). */}}
+{{- define "bertops.image" -}}
+{{- printf "%s:%s" (ternary .Values.image.cuda .Values.image.cpu .Values.gpu.enabled) (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
