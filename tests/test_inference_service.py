@@ -258,12 +258,31 @@ def stored(manifest: dict[str, Any], generation: int, status: dict[str, Any] | N
     return obj
 
 
-def ready_status(generation: int) -> dict[str, Any]:
+def revision(number: int) -> str:
+    """Knative's name for the predictor's revision ``number`` (the Configuration's generation)."""
+    return f"{NAME}-predictor-{number:05d}"
+
+
+def ready_status(number: int, child_generation: int | None = None) -> dict[str, Any]:
+    """Knative mode, revision ``number`` ready with all the traffic; the Knative Service at ``child_generation``.
+
+    KServe fills ``components.predictor`` and ``observedGeneration`` from the Knative Service's status
+    (kserve/kserve pkg/apis/serving/v1beta1/inference_service_status.go, ``PropagateStatus``).
+    """
     return {
-        "observedGeneration": generation,
+        "observedGeneration": child_generation or number,
         "url": f"http://{NAME}.{NAMESPACE}.example.com",
         "address": {"url": f"http://{NAME}-predictor.{NAMESPACE}.svc.cluster.local"},
-        "deploymentMode": "Serverless",
+        "deploymentMode": "Knative",
+        "components": {
+            "predictor": {
+                "latestCreatedRevision": revision(number),
+                "latestReadyRevision": revision(number),
+                "latestRolledoutRevision": revision(number),
+                "traffic": [{"revisionName": revision(number), "percent": 100, "latestRevision": True}],
+                "url": f"http://{NAME}-predictor.{NAMESPACE}.example.com",
+            }
+        },
         "conditions": [
             {"type": "IngressReady", "status": "True", "lastTransitionTime": "2026-11-22T10:01:00Z"},
             {"type": "PredictorReady", "status": "True", "lastTransitionTime": "2026-11-22T10:01:00Z"},
@@ -277,11 +296,23 @@ def ready_status(generation: int) -> dict[str, Any]:
     }
 
 
-def progressing_status(generation: int) -> dict[str, Any]:
-    message = f'Revision "{NAME}-predictor-0000{generation}" failed with message: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.'
+def progressing_status(number: int) -> dict[str, Any]:
+    """Knative mode, revision ``number`` created and not ready: the route keeps the previous one."""
+    message = (
+        f'Revision "{revision(number)}" failed with message: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.'
+    )
     return {
-        "observedGeneration": generation,
-        "deploymentMode": "Serverless",
+        "observedGeneration": number,
+        "deploymentMode": "Knative",
+        "components": {
+            "predictor": {
+                "latestCreatedRevision": revision(number),
+                "latestReadyRevision": revision(number - 1) if number > 1 else "",
+                "traffic": [{"revisionName": revision(number - 1), "percent": 100, "latestRevision": True}]
+                if number > 1
+                else [],
+            }
+        },
         "conditions": [
             {
                 "type": "PredictorReady",
@@ -305,6 +336,46 @@ def progressing_status(generation: int) -> dict[str, Any]:
     }
 
 
+def standard_status(deployment_generation: int, progressing_reason: str) -> dict[str, Any]:
+    """Standard (raw Deployment) mode: KServe's PredictorReady from the Deployment's conditions.
+
+    ``PropagateRawStatus`` (kserve/kserve pkg/apis/serving/v1beta1/inference_service_status.go) sets
+    PredictorReady True from Available=True, keeps it True (Available's reason) while Progressing is
+    True mid-rollout, takes Progressing's reason once it is NewReplicaSetAvailable, and copies the
+    Deployment's observedGeneration.
+    """
+    available = progressing_reason == "NewReplicaSetAvailable"
+    reason = progressing_reason if available else "MinimumReplicasAvailable"
+    message = (
+        f'ReplicaSet "{NAME}-predictor-7c9f" has successfully progressed.'
+        if available
+        else "Deployment has minimum availability."
+    )
+    return {
+        "observedGeneration": deployment_generation,
+        "url": f"http://{NAME}-{NAMESPACE}.example.com",
+        "address": {"url": f"http://{NAME}-predictor.{NAMESPACE}.svc.cluster.local"},
+        "deploymentMode": "Standard",
+        "components": {"predictor": {"url": f"http://{NAME}-predictor-{NAMESPACE}.example.com"}},
+        "conditions": [
+            {"type": "IngressReady", "status": "True", "lastTransitionTime": "2026-11-22T10:01:00Z"},
+            {
+                "type": "PredictorReady",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": "2026-11-22T10:01:00Z",
+            },
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-22T10:01:00Z"},
+        ],
+        "modelStatus": {
+            "transitionStatus": "UpToDate",
+            "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+            "copies": {"failedCopies": 0, "totalCopies": 1},
+        },
+    }
+
+
 def failed_load_status(generation: int) -> dict[str, Any]:
     status = progressing_status(generation)
     status["modelStatus"] = {
@@ -313,6 +384,9 @@ def failed_load_status(generation: int) -> dict[str, Any]:
         "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "config.json not found in /mnt/models"},
     }
     return status
+
+
+STANDARD = ClusterDeployConfig(deployment_mode="Standard", scale_metric="cpu", scale_target=80)
 
 
 def new_manifest(config: ClusterDeployConfig | None = None) -> dict[str, Any]:
@@ -332,6 +406,8 @@ def test_recorded_responses_have_the_crd_shape(crd_schemas: dict) -> None:
         stored(new_manifest(), 2, ready_status(2)),
         stored(new_manifest(), 2, progressing_status(2)),
         stored(new_manifest(), 2, failed_load_status(2)),
+        stored(new_manifest(STANDARD), 4, standard_status(2, "ReplicaSetUpdated")),
+        stored(new_manifest(STANDARD), 4, standard_status(2, "NewReplicaSetAvailable")),
     ):
         assert k8s_tools.schema_errors(obj, crd_schemas) == []
 
@@ -378,6 +454,85 @@ def test_update_waits_for_ready_of_the_new_generation(crd_schemas: dict) -> None
     assert transport.calls() == [("GET", PATH), ("PATCH", PATH), ("GET", PATH), ("GET", PATH)]
     assert_is_apply(transport.requests[1], crd_schemas)
     assert endpoint.generation == 2
+
+
+def test_a_ready_status_of_the_old_revision_is_not_the_new_one(crd_schemas: dict) -> None:
+    """``status.observedGeneration`` is the Knative Service's, not the InferenceService's generation.
+
+    KServe copies it and ``components.predictor`` from the Knative Service's status (kserve/kserve
+    pkg/apis/serving/v1beta1/inference_service_status.go, ``PropagateStatus``), and marks the model
+    Loaded only when the latest created revision is the latest ready one (``PropagateModelStatus``).
+    Knative reports a Service Ready at its observed generation only once its Configuration and Route
+    caught up with it (knative/serving pkg/reconciler/service/service.go, ``ReconcileKind``).
+    Here earlier label-only updates had already taken the Knative Service to generation 2, so right
+    after the apply (InferenceService generation 2) the old revision's status reads
+    ``observedGeneration == generation`` and Ready; then the new revision exists and is not ready yet.
+    """
+    previous = stored(new_manifest(), 1, ready_status(2))
+    manifest = new_manifest()
+    not_ready_yet = ready_status(2, child_generation=3)
+    not_ready_yet["components"]["predictor"]["latestCreatedRevision"] = revision(3)
+    serving = ready_status(3)
+    for status in (not_ready_yet, serving):
+        assert k8s_tools.schema_errors(stored(manifest, 2, status), crd_schemas) == []
+    transport = RecordedTransport(
+        {
+            "GET": [
+                (200, previous),
+                (200, stored(manifest, 2, ready_status(2))),
+                (200, stored(manifest, 2, not_ready_yet)),
+                (200, stored(manifest, 2, serving)),
+            ],
+            "PATCH": [(200, stored(manifest, 2, ready_status(2)))],
+        }
+    )
+    endpoint = deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=5, poll_interval=0)
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH)] + [("GET", PATH)] * 3
+    assert endpoint.generation == 2
+
+
+def test_a_rolled_out_deployment_counts_whatever_its_own_generation() -> None:
+    """Standard mode: ``observedGeneration`` is the predictor Deployment's (kserve/kserve
+    pkg/apis/serving/v1beta1/inference_service_status.go, ``PropagateRawStatus``), behind the
+    InferenceService's own when changes reached only the HPA (here: generation 4, Deployment at 1).
+    While the new ReplicaSet rolls out, the old pods keep Available, and with it PredictorReady and
+    Ready, True; only Progressing's reason NewReplicaSetAvailable, which KServe copies, says done.
+    """
+    config = STANDARD
+    manifest = new_manifest(config)
+    previous = stored(manifest, 3, standard_status(1, "NewReplicaSetAvailable"))
+    transport = RecordedTransport(
+        {
+            "GET": [
+                (200, previous),
+                (200, stored(manifest, 4, standard_status(1, "NewReplicaSetAvailable"))),
+                (200, stored(manifest, 4, standard_status(2, "ReplicaSetUpdated"))),
+                (200, stored(manifest, 4, standard_status(2, "NewReplicaSetAvailable"))),
+            ],
+            "PATCH": [(200, stored(manifest, 4, standard_status(1, "NewReplicaSetAvailable")))],
+        }
+    )
+    endpoint = deploy_cluster(NAME, STORAGE, config, api=client_with(transport), timeout=5, poll_interval=0)
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH)] + [("GET", PATH)] * 3
+    assert endpoint.generation == 4
+
+
+def test_a_failed_load_reported_before_the_apply_does_not_roll_back_the_fix() -> None:
+    """The previous revision's failure is in the status until KServe reports on the new spec."""
+    manifest = new_manifest()
+    previous = stored(manifest, 1, failed_load_status(1))
+    transport = RecordedTransport(
+        {
+            "GET": [
+                (200, previous),
+                (200, stored(manifest, 2, failed_load_status(1))),
+                (200, stored(manifest, 2, ready_status(2))),
+            ],
+            "PATCH": [(200, stored(manifest, 2, failed_load_status(1)))],
+        }
+    )
+    endpoint = deploy_cluster(NAME, STORAGE, api=client_with(transport), timeout=5, poll_interval=0)
+    assert endpoint.generation == 2 and [m for m, _ in transport.calls()] == ["GET", "PATCH", "GET", "GET"]
 
 
 def test_an_api_error_while_waiting_is_retried() -> None:
@@ -524,8 +679,9 @@ def test_the_legacy_and_the_new_name_of_a_mode_are_the_same_mode(
     previous, manifest = previous_object(), new_manifest(config)
     previous["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION] = existing
     previous["status"]["deploymentMode"] = existing
+    served = standard_status(2, "NewReplicaSetAvailable") if raw else ready_status(2)
     transport = RecordedTransport(
-        {"GET": [(200, previous), (200, stored(manifest, 2, ready_status(2)))], "PATCH": [(200, stored(manifest, 2))]}
+        {"GET": [(200, previous), (200, stored(manifest, 2, served))], "PATCH": [(200, stored(manifest, 2))]}
     )
     endpoint = deploy_cluster(NAME, STORAGE, config, api=client_with(transport), timeout=5, poll_interval=0)
     assert transport.calls()[:2] == [("GET", PATH), ("PATCH", PATH)]

@@ -1,7 +1,9 @@
 """Deploy a registered model version as a KServe InferenceService on a Kubernetes cluster.
 
 Server-side apply (field manager ``bertops``, conflicts forced) creates the object or updates
-it in place. The step then waits until KServe reports ``Ready`` for the generation it applied.
+it in place. The step then waits until KServe's status shows the applied spec served: reported
+by the child (Knative Service or Deployment) after the change, Ready, and in Knative mode the
+newest revision ready and receiving the traffic, in Standard mode the Deployment rolled out.
 If that does not happen in time, or KServe reports that the model cannot load, the spec read
 before the change is applied again (or the new object deleted when there was none), and the
 step fails with one line that says what happened and what was restored.
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from bertops.errors import BertopsError
 from components.deploy.inference_service import (
     DEPLOYMENT_MODE_ANNOTATION,
+    KNATIVE,
     STORAGE_SCHEMES,
     ClusterDeployConfig,
     canonical_mode,
@@ -35,6 +38,8 @@ APPLY_PATCH = "application/apply-patch+yaml"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 # KServe's model status when waiting longer cannot help.
 FAILED_TRANSITIONS = ("InvalidSpec", "BlockedByFailedLoad")
+# The reason of a Deployment's Progressing condition once its newest ReplicaSet is fully rolled out.
+ROLLED_OUT = "NewReplicaSetAvailable"
 # Metadata that belongs to the server or to another client's apply, not to a spec to restore.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -139,28 +144,72 @@ def delete_inference_service(api: ApiClient, namespace: str, name: str) -> None:
             raise BertopsError(f"cannot delete InferenceService {namespace}/{name}: {_api_error(exc)}") from exc
 
 
-def _not_ready_reason(current: dict[str, Any], generation: int) -> str:
-    """Why ``current`` is not Ready for ``generation`` ('' when it is); ``NotReadyError`` when waiting cannot help."""
+@dataclass(frozen=True)
+class Rollout:
+    """What KServe's status must show before the spec just applied counts as served.
+
+    KServe copies ``status.observedGeneration`` from the InferenceService's child, the Knative
+    Service (Knative mode) or the predictor's Deployment (Standard mode), not from the
+    InferenceService's own generation (kserve/kserve pkg/apis/serving/v1beta1/inference_service_status.go,
+    ``PropagateStatus`` and ``PropagateRawStatus``). A new spec changes the child, so the status
+    speaks of it once the child's observed generation has passed the one reported before the apply.
+    """
+
+    # Knative or Standard (the KServe >= 0.16 names).
+    mode: str
+    # The child's generation in the status read before the apply; None when the apply changed no
+    # spec (same generation), so there is nothing new to roll out.
+    stale_child_generation: int | None
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _why(condition: dict[str, Any], default: str) -> str:
+    return ": ".join(filter(None, (condition.get("reason"), condition.get("message")))) or default
+
+
+def _not_ready_reason(current: dict[str, Any], rollout: Rollout) -> str:
+    """Why ``current`` does not serve the applied spec yet ('' when it does); ``NotReadyError`` when waiting cannot help."""
     status = current.get("status") or {}
-    # An older generation's Ready says nothing about the spec just applied.
-    if status.get("observedGeneration", 0) < generation:
-        return f"KServe has not reported on generation {generation} yet"
-    ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})
-    if ready.get("status") == "True":
-        return ""
+    observed = int(status.get("observedGeneration") or 0)
+    if rollout.stale_child_generation is not None and observed <= rollout.stale_child_generation:
+        # Everything in this status (Ready included) may describe the spec served before the apply.
+        child = "Knative Service" if rollout.mode == KNATIVE else "Deployment"
+        return f"KServe has not reported on the applied spec yet (its {child} is at generation {observed})"
     model = status.get("modelStatus") or {}
     if model.get("transitionStatus") in FAILED_TRANSITIONS:
         failure = model.get("lastFailureInfo") or {}
         raise NotReadyError(
             f"cannot load the model ({failure.get('reason', model['transitionStatus'])}: {failure.get('message', '')})"
         )
-    return ": ".join(filter(None, (ready.get("reason"), ready.get("message")))) or "not Ready"
+    ready = _condition(status, "Ready")
+    if ready.get("status") != "True":
+        return _why(ready, "not Ready")
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    if rollout.mode == KNATIVE:
+        # KServe marks the model Loaded only when the latest created revision is the latest ready one
+        # (PropagateModelStatus); traffic marked latestRevision must reach that revision.
+        created, latest_ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+        if not created or created != latest_ready:
+            return f"revision {created or '(none yet)'} is not ready (latest ready: {latest_ready or 'none'})"
+        latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
+        if not latest or any(t.get("revisionName") != created for t in latest):
+            return f"traffic does not reach revision {created} yet"
+        return ""
+    # Standard mode: PredictorReady is True while the old pods are Available, mid-rollout; KServe
+    # copies the Deployment's Progressing reason NewReplicaSetAvailable only once the rollout is complete.
+    predictor_ready = _condition(status, "PredictorReady")
+    if predictor_ready.get("reason") != ROLLED_OUT:
+        return f"the predictor's Deployment is rolling out ({_why(predictor_ready, 'no progress reported')})"
+    return ""
 
 
 def wait_ready(
-    api: ApiClient, namespace: str, name: str, generation: int, timeout: float, poll_interval: float
+    api: ApiClient, namespace: str, name: str, rollout: Rollout, timeout: float, poll_interval: float
 ) -> dict[str, Any]:
-    """Poll until KServe reports ``Ready`` for ``generation``; ``NotReadyError`` when it will not or did not in time."""
+    """Poll until KServe reports the applied spec served; ``NotReadyError`` when it will not or did not in time."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -171,7 +220,7 @@ def wait_ready(
         else:
             if current is None:
                 raise NotReadyError("was deleted while waiting for it to become Ready")
-            reason = _not_ready_reason(current, generation)
+            reason = _not_ready_reason(current, rollout)
             if not reason:
                 return current
         if time.monotonic() >= deadline:
@@ -222,9 +271,12 @@ def deploy_cluster(
         )
     applied = apply_inference_service(api, manifest)
     generation = int(applied["metadata"]["generation"])
+    new_spec = previous is None or generation != int(previous["metadata"].get("generation") or 0)
+    stale = int(((previous or {}).get("status") or {}).get("observedGeneration") or 0)
+    rollout = Rollout(canonical_mode(config.deployment_mode), stale if new_spec else None)
     log.info("applied InferenceService %s/%s (generation %d); waiting for Ready", namespace, name, generation)
     try:
-        ready = wait_ready(api, namespace, name, generation, timeout, poll_interval)
+        ready = wait_ready(api, namespace, name, rollout, timeout, poll_interval)
     except NotReadyError as exc:
         if previous is None:
             delete_inference_service(api, namespace, name)
