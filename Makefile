@@ -22,7 +22,7 @@ export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck unit compile clean
+.PHONY: help install run test lint typecheck unit compile images test-images clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,8 +51,18 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
 
-test: $(STAMP) $(TOOLS) lint typecheck ## Lint, type-check, then every test (unit, component, cluster, end-to-end)
+test: $(STAMP) $(TOOLS) lint typecheck test-images ## Lint, type-check, build the CPU image, then every test (unit, component, cluster, containers, end-to-end)
 	$(BIN)/pytest
+
+images: $(STAMP) ## Build the CPU image (starts a container engine as root; makes a base image when no registry answers)
+	PYTHON=$(BIN)/python docker/build.sh cpu
+
+# The container tests need the image built from this tree. Without an engine (and not root to
+# start one) they skip with a notice; in CI they must run.
+test-images: $(STAMP)
+	@if docker/engine.sh >/dev/null; then PYTHON=$(BIN)/python docker/build.sh cpu; \
+	elif [ "$$CI" = true ]; then echo "CI runs the container tests: a container engine must start" >&2; exit 1; \
+	else echo "notice: no container engine, the container tests will skip (as root, docker/engine.sh starts one)"; fi
 
 compile: $(STAMP) ## Compile the pipeline YAML for the Kubeflow UI / `kfp run create`
 	$(BIN)/bertops compile

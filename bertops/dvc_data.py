@@ -52,13 +52,30 @@ def data_version(data_path: Path) -> str:
     return f"md5:{pinned_md5(dvc_file)}" if dvc_file.is_file() else "untracked"
 
 
+# The remote that ``pull_from_remote`` configures when it is given a URL instead of a remote name.
+RUN_REMOTE = "bertops-run"
+
+
 def pull_from_remote(data_path: Path, remote: str) -> None:
-    """``dvc pull -r REMOTE`` of the data that ``<data_path>.dvc`` pins (in a pod: the S3 remote,
-    with credentials in the environment from a Kubernetes Secret)."""
+    """``dvc pull`` of the data that ``<data_path>.dvc`` pins, from ``remote``.
+
+    ``remote`` is a remote named in ``.dvc/config``, or a URL (``s3://bucket/dvcstore``) or an
+    absolute path. Those are configured at the ``local`` level for this pull, so a pod pulls from the bucket a run
+    names without a new image; with ``$AWS_ENDPOINT_URL`` set (MinIO, from the run's Secret) the
+    remote gets that endpoint too. Credentials come from the environment.
+    """
     dvc_file = dvc_file_for(data_path)
     if not dvc_file.is_file():
         raise BertopsError(f"{dvc_file}: missing; cannot pull {data_path} from DVC remote {remote!r}")
-    _dvc(dvc_file.parent, "pull", "--remote", remote, dvc_file.name)
+    root = dvc_file.parent
+    name = remote
+    if "://" in remote or remote.startswith("/"):
+        name = RUN_REMOTE
+        _dvc(root, "remote", "add", "--local", "--force", name, remote)
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        if endpoint and remote.startswith("s3://"):
+            _dvc(root, "remote", "modify", "--local", name, "endpointurl", endpoint)
+    _dvc(root, "pull", "--remote", name, dvc_file.name)
 
 
 def status(repo_root: Path) -> str:

@@ -1,7 +1,8 @@
 """Local endpoints of the embedded runtime: one JSON record per running model server.
 
 Records live in ``<state_dir>/endpoints/NAME.json`` and are written atomically; the server
-itself is a detached process whose process group is signalled to stop it.
+itself is a detached process whose process group is signalled to stop it, or a container
+(``bertops run --runner docker``) that the engine stops.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Endpoint:
     model_dir: str
     log_file: str
     started_at: float
+    # The model server's container id when it runs in a container (pid is then 0).
+    container: str = ""
 
     @property
     def v1_predict_url(self) -> str:
@@ -110,9 +113,19 @@ def stop_process(pid: int, grace_seconds: float = 15.0) -> None:
             time.sleep(0.1)
 
 
+def stop(endpoint: Endpoint) -> None:
+    """Stop the endpoint's server, a process or a container."""
+    if endpoint.container:
+        from bertops.containers import stop_container
+
+        stop_container(endpoint.container)
+    else:
+        stop_process(endpoint.pid)
+
+
 def delete(name: str, state_dir: str | Path) -> Endpoint:
     """Stop the endpoint's server and remove its record."""
     endpoint = get(name, state_dir)
-    stop_process(endpoint.pid)
+    stop(endpoint)
     (endpoints_dir(state_dir) / f"{name}.json").unlink(missing_ok=True)
     return endpoint

