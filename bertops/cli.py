@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from bertops import config as cfg
+from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
 from bertops.errors import BertopsError
 from pipelines.compile import DEFAULT_FINETUNE_RETRIES
 
@@ -106,7 +107,7 @@ def _predict_v1(endpoint: object, text: str) -> tuple[str, dict[str, float]]:
 def cmd_compile(args: argparse.Namespace) -> None:
     from pipelines.compile import compile_pipeline
 
-    path = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries)
+    path = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
     print(f"compiled pipeline: {path} (upload it in the Kubeflow UI or submit it with `kfp run create`)")
 
 
@@ -120,8 +121,21 @@ def cmd_submit(args: argparse.Namespace) -> None:
     from pipelines.compile import compile_pipeline
     from pipelines.submit import submit
 
-    package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries)
-    run_id = submit(args.host, package, run_arguments(args), args.experiment, args.run_name, args.service_account)
+    # The run's steps run in pods: refuse what cannot work there before compiling or submitting.
+    given = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
+    run = cfg.profile(args.target).replace(**given)
+    cfg.check_run_settings(
+        pod=True,
+        finetune_gpus=run.placement.finetune_gpus,
+        launcher=run.placement.launcher,
+        workspace_pvc=args.workspace_pvc,
+        deploy_target=run.serve.deploy_target,
+        tracking_uri=run.registry.tracking_uri,
+        state_dir=run.registry.state_dir,
+    )
+    package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
+    arguments = {**run_arguments(args), "git_commit": _git_commit(Path.cwd())}
+    run_id = submit(args.host, package, arguments, args.experiment, args.run_name, args.service_account)
     print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r}")
 
 
@@ -246,15 +260,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", parents=[cluster], help="compile the pipeline to IR YAML for Kubeflow")
     comp.add_argument("-o", "--output", default="pipelines/compiled/bertops_pipeline.yaml")
+    comp.add_argument(
+        "--target",
+        choices=cfg.TARGETS,
+        default="local",
+        help="defaults of the run parameters: local (this machine's paths and a local endpoint) or cluster "
+        f"(the InferenceService in {PROFILE_NAMESPACE}, data from the S3 DVC remote, tracking_uri required)"
+        " (default: local)",
+    )
     comp.set_defaults(func=cmd_compile)
 
     sub_ = sub.add_parser(
         "submit", parents=[cluster], help="compile and submit a run to a Kubeflow Pipelines server (CI)"
     )
+    sub_.add_argument(
+        "--target",
+        choices=cfg.TARGETS,
+        default="cluster",
+        help="defaults of the run parameters, as for compile (default: cluster: a submitted run runs in pods)",
+    )
     sub_.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
     sub_.add_argument("--experiment", default="bertops")
     sub_.add_argument("--run-name", default=None)
-    sub_.add_argument("--service-account", default="bertops-pipeline", help="service account of the run's pods")
+    sub_.add_argument(
+        "--service-account",
+        default=PIPELINE_SERVICE_ACCOUNT,
+        help="service account of the run's pods, KFP's driver and launcher included "
+        f"(default: {PIPELINE_SERVICE_ACCOUNT}, a Kubeflow profile's; pipeline-runner on standalone KFP)",
+    )
     sub_.add_argument("-o", "--output", default="pipelines/compiled/bertops_pipeline.yaml")
     cfg.add_arguments(sub_)
     sub_.set_defaults(func=cmd_submit)

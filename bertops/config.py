@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
+from bertops.cluster import PROFILE_NAMESPACE
 from bertops.errors import BertopsError
 
 # Resolved by bertops.model_source: a model directory shipped inside a PyPI package.
@@ -25,6 +28,14 @@ GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSche
 # Two learning rates, each for the run's step budget; fields a candidate leaves out take the
 # train group's values (so --max-steps applies to both, --learning-rate to "base" only).
 DEFAULT_CANDIDATES = '[{"id": "base"}, {"id": "higher-lr", "learning_rate": 0.0002}]'
+# What the model server of a cluster endpoint asks for besides its GPUs.
+DEFAULT_SERVING_RESOURCES = '{"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}'
+LAUNCHERS = ("local", "TrainJob", "PyTorchJob")
+DEPLOY_TARGETS = ("local", "docker", "cluster")
+# Where a run compiled for the cluster finds things in its pods: the project image's layout.
+CLUSTER_DATA_PATH = "/home/bertops/project/data"
+CLUSTER_STATE_DIR = "/home/bertops/state"
+TARGETS = ("local", "cluster")
 
 
 @dataclass
@@ -174,11 +185,32 @@ class ServeConfig:
 
     serve_port: int = field(default=0, metadata={"help": "loopback port for the local endpoint (0: pick a free one)"})
     deploy_target: str = field(
-        default="local", metadata={"help": "'local' (KServe server on 127.0.0.1) or 'cluster' (InferenceService)"}
+        default="local",
+        metadata={
+            "help": "'local' (KServe server on 127.0.0.1), 'docker' (the serving image, started after the run) "
+            "or 'cluster' (InferenceService)"
+        },
     )
-    namespace: str = field(default="bertops", metadata={"help": "namespace of the InferenceService (cluster target)"})
+    namespace: str = field(
+        default=PROFILE_NAMESPACE,
+        metadata={"help": "namespace of the InferenceService and of training jobs outside a pod (cluster target)"},
+    )
     canary_traffic_percent: int = field(
         default=-1, metadata={"help": "share of traffic for a new revision, 0-100 (-1: all at once)"}
+    )
+    deployment_mode: str = field(
+        default="Serverless",
+        metadata={
+            "help": "KServe deployment mode of the InferenceService: Serverless (Knative, scales to zero), "
+            "Knative, RawDeployment or Standard (a plain Deployment, no Knative)"
+        },
+    )
+    serving_gpus: int = field(
+        default=1, metadata={"help": "GPUs of the model server (0: the CPU image, no GPU node selector or tolerations)"}
+    )
+    serving_resources: str = field(
+        default=DEFAULT_SERVING_RESOURCES,
+        metadata={"help": "JSON object: CPU and memory requests and limits of the model server", "json": dict},
     )
 
 
@@ -271,3 +303,86 @@ def from_namespace(namespace: argparse.Namespace, base: PipelineConfig | None = 
         name: getattr(namespace, name) for name in parameter_names() if getattr(namespace, name, None) is not None
     }
     return (base or PipelineConfig()).replace(**overrides)
+
+
+def profile(target: str = "local") -> PipelineConfig:
+    """The run parameters' defaults for a pipeline compiled for ``target``.
+
+    ``local``: everything on this machine. ``cluster``: every step in a Kubeflow pod, so the
+    InferenceService goes to the profile namespace, the data comes from the S3 DVC remote into
+    the image's project directory and the state sits on an absolute path. ``tracking_uri`` stays
+    empty there on purpose: a pod has no registry to fall back to, so a run must name the MLflow
+    server, and the first task refuses to start without it.
+    """
+    if target == "local":
+        return PipelineConfig()
+    if target == "cluster":
+        return PipelineConfig().replace(
+            deploy_target="cluster",
+            namespace=PROFILE_NAMESPACE,
+            data_path=CLUSTER_DATA_PATH,
+            data_remote="s3",
+            state_dir=CLUSTER_STATE_DIR,
+        )
+    raise BertopsError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+
+
+def in_pod() -> bool:
+    """True inside a Kubernetes pod (the kubelet sets this variable in every container)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def run_setting_problems(
+    finetune_gpus: int,
+    launcher: str,
+    workspace_pvc: str,
+    deploy_target: str,
+    tracking_uri: str,
+    state_dir: str,
+    pod: bool,
+) -> list[str]:
+    """What keeps a run with these parameters from working, one entry per parameter with its fix.
+
+    ``workspace_pvc`` is the volume the pipeline was compiled with. With ``pod`` (the run's steps
+    run in Kubernetes pods) the values that only make sense on one machine are refused too: a
+    local endpoint, a registry inside the pod, a state directory relative to the pod's working
+    directory all vanish with the pod.
+    """
+    problems = []
+    if finetune_gpus < 0:
+        problems.append(f"finetune_gpus={finetune_gpus}: give a GPU count of 0 or more")
+    if launcher not in LAUNCHERS:
+        problems.append(f"launcher={launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    elif launcher != "local" and not workspace_pvc:
+        problems.append(
+            f"launcher={launcher} needs the workspace volume it shares data through, and this pipeline was "
+            "compiled without one: compile or submit it with --workspace-pvc NAME"
+        )
+    if deploy_target not in DEPLOY_TARGETS:
+        problems.append(f"deploy_target={deploy_target!r}: use one of {', '.join(DEPLOY_TARGETS)}")
+    if not pod:
+        return problems
+    if deploy_target in ("local", "docker"):
+        problems.append(
+            f"deploy_target={deploy_target} serves from inside the pod and ends with it: set deploy_target=cluster"
+        )
+    # A server (http, https) or a hosted registry (databricks); a path or sqlite/file URI is pod-local.
+    if not tracking_uri.startswith(("http://", "https://", "databricks")):
+        problems.append(
+            f"tracking_uri={tracking_uri!r} is a registry inside the pod that ends with it: set tracking_uri to "
+            "the MLflow server (e.g. http://mlflow.mlflow:5000)"
+        )
+    if not PurePosixPath(state_dir).is_absolute():
+        problems.append(
+            f"state_dir={state_dir!r} is relative to the pod's working directory: set an absolute path "
+            f"(e.g. {CLUSTER_STATE_DIR})"
+        )
+    return problems
+
+
+def check_run_settings(pod: bool, **settings: Any) -> None:
+    """``BertopsError`` naming every run parameter of ``run_setting_problems`` that is wrong."""
+    problems = run_setting_problems(pod=pod, **settings)
+    if problems:
+        where = "in a Kubernetes pod" if pod else "here"
+        raise BertopsError(f"this run cannot work {where}: " + "; ".join(problems))

@@ -10,12 +10,15 @@ DEFAULT_FINETUNE_RETRIES = 2
 
 
 def compile_pipeline(
-    output: Path = DEFAULT_OUTPUT, workspace_pvc: str = "", finetune_retries: int = DEFAULT_FINETUNE_RETRIES
+    output: Path = DEFAULT_OUTPUT,
+    workspace_pvc: str = "",
+    finetune_retries: int = DEFAULT_FINETUNE_RETRIES,
+    target: str = "local",
 ) -> Path:
     """Write the compiled pipeline to ``output`` and check it loads back; returns the path.
 
-    ``workspace_pvc`` and ``finetune_retries`` are the compile-time cluster options of
-    ``pipelines.training_pipeline.build_pipeline``.
+    ``workspace_pvc``, ``finetune_retries`` and ``target`` (whose defaults the run parameters
+    get) are the compile-time options of ``pipelines.training_pipeline.build_pipeline``.
     """
     from kfp import compiler
 
@@ -25,7 +28,7 @@ def compile_pipeline(
     if finetune_retries < 0:
         raise BertopsError(f"--finetune-retries must be 0 or more, got {finetune_retries}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_pipeline(workspace_pvc=workspace_pvc, finetune_retries=finetune_retries)
+    pipeline = build_pipeline(workspace_pvc=workspace_pvc, finetune_retries=finetune_retries, target=target)
     compiler.Compiler().compile(pipeline, package_path=str(output))
     check_compiled(output)
     return output

@@ -6,11 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bertops.cluster import PIPELINE_SERVICE_ACCOUNT
 from bertops.errors import BertopsError
-
-# The pipeline's service account: bound by manifests/ and helm/ to a Role that may manage
-# InferenceServices in its namespace and nothing more.
-DEFAULT_SERVICE_ACCOUNT = "bertops-pipeline"
 
 
 def submit(
@@ -19,10 +16,12 @@ def submit(
     arguments: dict[str, Any],
     experiment: str = "bertops",
     run_name: str | None = None,
-    service_account: str = DEFAULT_SERVICE_ACCOUNT,
+    service_account: str = PIPELINE_SERVICE_ACCOUNT,
 ) -> str:
     """Create a run of ``package`` on the KFP server at ``host``; returns the run id.
 
+    The run's pods, KFP's driver and launcher among them, run as ``service_account``: it needs
+    what KFP's own pipeline-runner role grants, and the Roles bertops.cluster binds to it.
     The bearer token, if the server needs one, comes from ``$KFP_TOKEN``.
     """
     import warnings

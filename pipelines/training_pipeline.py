@@ -9,16 +9,8 @@ from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
 
-from bertops.config import (
-    DataConfig,
-    GateConfig,
-    PlacementConfig,
-    RegistryConfig,
-    ServeConfig,
-    TrainConfig,
-    ValidationConfig,
-    decode_json,
-)
+from bertops import cluster
+from bertops.config import profile
 from components.candidates.component import plan_candidates, select_winner
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
@@ -29,17 +21,16 @@ from components.tokenize.component import tokenize
 from components.validate.component import validate
 
 PIPELINE_NAME = "bertops-text-classifier"
-# Kubernetes Secret with the S3 (or MinIO) credentials of the DVC remote.
-DVC_SECRET = "bertops-dvc-s3"
-# Kubernetes Secret with the credentials of the MLflow artifact store (S3/MinIO), for register.
-ARTIFACT_SECRET = "bertops-s3"
 # Where a pipeline compiled with a workspace volume mounts it in the finetune pods.
 WORKSPACE_MOUNT = "/workspace"
-_D, _V, _T, _P = DataConfig(), ValidationConfig(), TrainConfig(), PlacementConfig()
-_G, _R, _S = GateConfig(), RegistryConfig(), ServeConfig()
-_CANDIDATES: list = decode_json("candidates", _T.candidates, list)
-_NODE_SELECTOR: dict = decode_json("finetune_node_selector", _P.finetune_node_selector, dict)
-_TOLERATIONS: list = decode_json("finetune_tolerations", _P.finetune_tolerations, list)
+
+
+def use_secret(task: Any, secret: cluster.SecretSpec) -> None:
+    """Give ``task`` the keys of ``secret`` as environment variables. Optional, so runs that do not
+    need it (no S3 remote, an artifact store without credentials) need no Secret at all."""
+    kubernetes.use_secret_as_env(
+        task, secret_name=secret.name, secret_key_to_env={k: k for k in secret.keys}, optional=True
+    )
 
 
 class PipelineOutputs(NamedTuple):
@@ -51,18 +42,18 @@ class PipelineOutputs(NamedTuple):
     version: str
 
 
-def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, gpu_request: bool = True) -> Any:
-    """The pipeline, with the cluster options that are fixed at compile time.
+def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: str = "local") -> Any:
+    """The pipeline, with the options that are fixed at compile time.
 
     ``workspace_pvc``: a ReadWriteMany PVC mounted at /workspace in every finetune pod; it holds
     the checkpoints a restarted pod resumes from (``checkpoint_dir`` then defaults to
     /workspace/checkpoints) and the data a TrainJob/PyTorchJob shares with the pipeline.
     ``finetune_retries``: how often a failed finetune task (a preempted node) is started again.
-    ``gpu_request``: False for the local runner only. kfp.local 2.17 cannot resolve a GPU request
-    taken from run parameters inside a ParallelFor ("Parent pipeline input argument ... not
-    found") and would ignore it anyway; the parameters stay, so the run form is the same.
+    ``target``: whose defaults the run parameters get (``bertops.config.profile``).
     """
-    checkpoint_default = f"{WORKSPACE_MOUNT}/checkpoints" if workspace_pvc else _T.checkpoint_dir
+    d = profile(target).to_arguments()
+    if workspace_pvc:
+        d["checkpoint_dir"] = f"{WORKSPACE_MOUNT}/checkpoints"
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -70,57 +61,60 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, gpu_reque
         "promote and deploy it if it beats the champion.",
     )
     def training_pipeline(
-        data_path: str = _D.data_path,
-        data_remote: str = _D.data_remote,
-        text_column: str = _D.text_column,
-        label_column: str = _D.label_column,
-        max_train_samples: int = _D.max_train_samples,
-        max_eval_samples: int = _D.max_eval_samples,
-        labels: str = _V.labels,
-        min_text_chars: int = _V.min_text_chars,
-        max_text_chars: int = _V.max_text_chars,
-        min_train_rows: int = _V.min_train_rows,
-        min_eval_rows: int = _V.min_eval_rows,
-        max_rows: int = _V.max_rows,
-        min_class_share: float = _V.min_class_share,
-        max_class_share: float = _V.max_class_share,
-        max_label_drift: float = _V.max_label_drift,
-        max_length_drift: float = _V.max_length_drift,
-        base_model: str = _T.base_model,
-        max_length: int = _T.max_length,
-        batch_size: int = _T.batch_size,
-        epochs: int = _T.epochs,
-        max_steps: int = _T.max_steps,
-        learning_rate: float = _T.learning_rate,
-        warmup_ratio: float = _T.warmup_ratio,
-        weight_decay: float = _T.weight_decay,
-        seed: int = _T.seed,
-        candidates: list = _CANDIDATES,
-        grad_accumulation: int = _T.grad_accumulation,
-        precision: str = _T.precision,
-        eval_every: int = _T.eval_every,
-        patience: int = _T.patience,
-        checkpoint_every: int = _T.checkpoint_every,
-        checkpoint_dir: str = checkpoint_default,
-        launcher: str = _P.launcher,
-        train_nodes: int = _P.train_nodes,
-        train_gpus_per_node: int = _P.train_gpus_per_node,
-        finetune_gpus: int = _P.finetune_gpus,
-        finetune_accelerator: str = _P.finetune_accelerator,
-        finetune_node_selector: dict = _NODE_SELECTOR,
-        finetune_tolerations: list = _TOLERATIONS,
-        selection_metric: str = _G.selection_metric,
-        promotion_metric: str = _G.promotion_metric,
-        promotion_margin: float = _G.promotion_margin,
-        min_accuracy: float = _G.min_accuracy,
-        min_macro_f1: float = _G.min_macro_f1,
-        model_name: str = _R.model_name,
-        state_dir: str = _R.state_dir,
-        tracking_uri: str = _R.tracking_uri,
-        serve_port: int = _S.serve_port,
-        deploy_target: str = _S.deploy_target,
-        namespace: str = _S.namespace,
-        canary_traffic_percent: int = _S.canary_traffic_percent,
+        data_path: str = d["data_path"],
+        data_remote: str = d["data_remote"],
+        text_column: str = d["text_column"],
+        label_column: str = d["label_column"],
+        max_train_samples: int = d["max_train_samples"],
+        max_eval_samples: int = d["max_eval_samples"],
+        labels: str = d["labels"],
+        min_text_chars: int = d["min_text_chars"],
+        max_text_chars: int = d["max_text_chars"],
+        min_train_rows: int = d["min_train_rows"],
+        min_eval_rows: int = d["min_eval_rows"],
+        max_rows: int = d["max_rows"],
+        min_class_share: float = d["min_class_share"],
+        max_class_share: float = d["max_class_share"],
+        max_label_drift: float = d["max_label_drift"],
+        max_length_drift: float = d["max_length_drift"],
+        base_model: str = d["base_model"],
+        max_length: int = d["max_length"],
+        batch_size: int = d["batch_size"],
+        epochs: int = d["epochs"],
+        max_steps: int = d["max_steps"],
+        learning_rate: float = d["learning_rate"],
+        warmup_ratio: float = d["warmup_ratio"],
+        weight_decay: float = d["weight_decay"],
+        seed: int = d["seed"],
+        candidates: list = d["candidates"],
+        grad_accumulation: int = d["grad_accumulation"],
+        precision: str = d["precision"],
+        eval_every: int = d["eval_every"],
+        patience: int = d["patience"],
+        checkpoint_every: int = d["checkpoint_every"],
+        checkpoint_dir: str = d["checkpoint_dir"],
+        launcher: str = d["launcher"],
+        train_nodes: int = d["train_nodes"],
+        train_gpus_per_node: int = d["train_gpus_per_node"],
+        finetune_gpus: int = d["finetune_gpus"],
+        finetune_accelerator: str = d["finetune_accelerator"],
+        finetune_node_selector: dict = d["finetune_node_selector"],
+        finetune_tolerations: list = d["finetune_tolerations"],
+        selection_metric: str = d["selection_metric"],
+        promotion_metric: str = d["promotion_metric"],
+        promotion_margin: float = d["promotion_margin"],
+        min_accuracy: float = d["min_accuracy"],
+        min_macro_f1: float = d["min_macro_f1"],
+        model_name: str = d["model_name"],
+        state_dir: str = d["state_dir"],
+        tracking_uri: str = d["tracking_uri"],
+        serve_port: int = d["serve_port"],
+        deploy_target: str = d["deploy_target"],
+        namespace: str = d["namespace"],
+        canary_traffic_percent: int = d["canary_traffic_percent"],
+        deployment_mode: str = d["deployment_mode"],
+        serving_gpus: int = d["serving_gpus"],
+        serving_resources: dict = d["serving_resources"],
         git_commit: str = "unknown",
     ) -> PipelineOutputs:
         validated = validate(
@@ -139,15 +133,15 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, gpu_reque
             max_label_drift=max_label_drift,
             max_length_drift=max_length_drift,
             state_dir=state_dir,
+            # The first task refuses settings that cannot work before any other work is done.
+            finetune_gpus=finetune_gpus,
+            launcher=launcher,
+            workspace_pvc=workspace_pvc,
+            deploy_target=deploy_target,
+            tracking_uri=tracking_uri,
         )
-        # Pulling from an S3 DVC remote in a pod: credentials come from this Secret (optional, so
-        # runs without a remote need none). The local runner ignores Kubernetes settings.
-        kubernetes.use_secret_as_env(
-            validated,
-            secret_name=DVC_SECRET,
-            secret_key_to_env={k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")},
-            optional=True,
-        )
+        # Pulling from an S3 DVC remote in a pod. The local runner ignores Kubernetes settings.
+        use_secret(validated, cluster.DVC_SECRET)
         tokenized = tokenize(
             dataset=validated.outputs["dataset"],
             base_model=base_model,
@@ -191,9 +185,13 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, gpu_reque
             )
             # Fine-tuning is the GPU step, placed by run parameters. The local runner ignores these
             # (resources with a warning, Kubernetes settings silently); on a cluster they put the
-            # pod on a GPU node.
-            if gpu_request:
-                trained.set_accelerator_type(finetune_accelerator).set_accelerator_limit(finetune_gpus)
+            # pod on a GPU node. The KFP driver reads a runtime accelerator count as a string, so
+            # the count is validate's string output, not the int parameter. kfp 2.17's
+            # set_accelerator_* do not register their inputs with the loop (set_container_image
+            # does): without register_pipeline_channels the loop's DAG would not declare them.
+            gpu_count = validated.outputs["finetune_gpus"]
+            trained.set_accelerator_type(finetune_accelerator).set_accelerator_limit(gpu_count)
+            trained.register_pipeline_channels([finetune_accelerator, gpu_count])
             kubernetes.add_node_selector_json(trained, finetune_node_selector)
             kubernetes.add_toleration_json(trained, finetune_tolerations)
             if workspace_pvc:
@@ -223,6 +221,8 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, gpu_reque
             min_macro_f1=min_macro_f1,
         )
         gate.set_caching_options(False)
+        # The gate downloads the champion from the registry's artifact store.
+        use_secret(gate, cluster.ARTIFACT_SECRET)
         registered = register(
             model=selected.outputs["winner"],
             evaluation=selected.outputs["winner_evaluation"],
@@ -238,12 +238,7 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, gpu_reque
         )
         registered.set_caching_options(False)
         # With a tracking server that does not proxy artifacts, MLflow writes the model to S3 itself.
-        kubernetes.use_secret_as_env(
-            registered,
-            secret_name=ARTIFACT_SECRET,
-            secret_key_to_env={k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
-            optional=True,
-        )
+        use_secret(registered, cluster.ARTIFACT_SECRET)
         with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 - KFP condition syntax
             deployed = deploy(
                 model_name=model_name,
@@ -254,6 +249,11 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, gpu_reque
                 deploy_target=deploy_target,
                 namespace=namespace,
                 canary_traffic_percent=canary_traffic_percent,
+                deployment_mode=deployment_mode,
+                serving_gpus=serving_gpus,
+                serving_resources=serving_resources,
+                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                git_commit=git_commit,
             )
             deployed.set_caching_options(False)
         return PipelineOutputs(

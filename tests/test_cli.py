@@ -1,8 +1,10 @@
-"""Bad input to any command: one line on stderr that names the problem, non-zero exit."""
+"""The command line: bad input gives one line on stderr that names the problem and a non-zero exit;
+`bertops submit` sends KFP what a cluster run needs."""
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,10 @@ def _bertops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["endpoints", "delete"], "needs the endpoint NAME"),
         (["validate", "no/such/dir"], "no/such/dir does not exist"),
         (["run", "--data-path", "no/such/dir", "--base-model", "/no/model"], "does not exist"),
-        (["submit", "--host", "http://127.0.0.1:9", "-o", "p.yaml"], "cannot submit to KFP at http://127.0.0.1:9"),
+        (
+            ["submit", "--host", "http://127.0.0.1:9", "-o", "p.yaml", "--tracking-uri", "http://mlflow.mlflow:5000"],
+            "cannot submit to KFP at http://127.0.0.1:9",
+        ),
         (["run", "--finetune-node-selector", "[1]"], "--finetune-node-selector must be an object in JSON, got '[1]'"),
         (["run", "--finetune-tolerations", "{oops"], "--finetune-tolerations is not valid JSON"),
     ],
@@ -53,3 +58,108 @@ def test_unknown_hub_model_offline_names_the_model(tmp_path: Path) -> None:
 
     with pytest.raises(BertopsError, match="base model 'no-such-org/no-such-model': cannot load it"):
         load_tokenizer("no-such-org/no-such-model")
+
+
+class _KfpApi:
+    """Records what kfp.Client sends to a KFP API server (v2beta1) and answers the fields it reads
+    back (kfp_server_api's V2beta1Experiment.experiment_id, V2beta1Run.run_id). Nothing here
+    imitates the server's checks; the tests apply the server's rules to what was recorded."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        requests: list[tuple[str, str, dict]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                requests.append((self.command, self.path, json.loads(self.rfile.read(length) or b"{}")))
+                reply = {"experiment_id": "e1"} if "/experiments" in self.path else {"run_id": "r1"}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.requests = requests
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def created_run(self) -> dict:
+        (run,) = [body for method, path, body in self.requests if method == "POST" and path == "/apis/v2beta1/runs"]
+        return run
+
+
+def test_submit_sends_the_run_as_the_profile_account_with_the_commit_and_the_volume(tmp_path: Path) -> None:
+    """What `bertops submit` sends is what KFP runs: the service account its driver and launcher
+    run as, the compile options, the run parameters, which pass the API server's type check
+    (kubeflow/pipelines backend/src/apiserver/template/v2_template.go, validatePipelineJobInputs)."""
+    from bertops.cli import main
+    from bertops.cluster import PIPELINE_SERVICE_ACCOUNT
+
+    api = _KfpApi()
+    try:
+        settings = ["--launcher", "TrainJob", "--finetune-gpus", "0", "--tracking-uri", "http://mlflow.mlflow:5000"]
+        code = main(
+            ["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), "--workspace-pvc", "ft-ws", *settings]
+        )
+    finally:
+        api.server.shutdown()
+    assert code == 0
+    run = api.created_run()
+    assert run["service_account"] == PIPELINE_SERVICE_ACCOUNT == "default-editor"
+    parameters = run["runtime_config"]["parameters"]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert parameters["git_commit"].startswith(commit)
+    assert parameters["launcher"] == "TrainJob" and parameters["finetune_gpus"] == 0
+    spec = run["pipeline_spec"]["pipeline_spec"]
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    kinds: dict[str, Any] = {
+        "STRING": str,
+        "NUMBER_INTEGER": int,
+        "NUMBER_DOUBLE": (int, float),
+        "LIST": list,
+        "STRUCT": dict,
+    }
+    assert all(isinstance(v, kinds[declared[k]["parameterType"]]) for k, v in parameters.items())
+    # Compiled with the cluster profile and the volume: the first task knows the volume's name.
+    assert declared["deploy_target"]["defaultValue"] == "cluster"
+    validate_inputs = spec["root"]["dag"]["tasks"]["validate"]["inputs"]["parameters"]
+    assert validate_inputs["workspace_pvc"] == {"runtimeValue": {"constant": "ft-ws"}}
+    finetune = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert finetune["exec-finetune"]["pvcMount"][0]["constant"] == "ft-ws"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (
+            ["--launcher", "PyTorchJob", "--tracking-uri", "http://mlflow.mlflow:5000"],
+            ["launcher=PyTorchJob needs the workspace volume", "--workspace-pvc NAME"],
+        ),
+        (
+            ["--target", "local"],
+            ["deploy_target=local", "tracking_uri=''", "state_dir='.bertops'"],
+        ),
+        (["--finetune-gpus", "-1", "--tracking-uri", "http://m:5000"], ["finetune_gpus=-1"]),
+    ],
+)
+def test_submit_refuses_a_run_that_cannot_work_before_compiling(
+    tmp_path: Path, args: list[str], fragments: list[str]
+) -> None:
+    """Before anything reaches the server: no package is written, no run is created."""
+    result = _bertops("submit", "--host", "http://127.0.0.1:9", "-o", "p.yaml", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("bertops: error: this run cannot work in a Kubernetes pod: "), result.stderr
+    assert all(fragment in lines[-1] for fragment in fragments), lines[-1]
+    assert not (tmp_path / "p.yaml").exists()

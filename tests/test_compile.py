@@ -8,7 +8,9 @@ from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from bertops.cli import main
+from bertops.cluster import PROFILE_NAMESPACE
 from bertops.config import parameter_names
+from bertops.images import CPU_IMAGE, CUDA_IMAGE
 
 
 def test_compiled_pipeline_loads_and_parses_strictly(tmp_path: Path) -> None:
@@ -32,7 +34,7 @@ def test_compiled_pipeline_loads_and_parses_strictly(tmp_path: Path) -> None:
     } <= set(tasks)
     assert {"finetune", "evaluate"} <= set(spec.components["comp-for-loop-1"].dag.tasks)
     finetune_container = spec.deployment_spec["executors"]["exec-finetune"]["container"]
-    assert finetune_container["image"].startswith("ghcr.io/bertops/bertops-cuda:")
+    assert finetune_container["image"] == CUDA_IMAGE
     # The deploy step only runs under the gate.
     assert "deploy" in spec.components["comp-condition-2"].dag.tasks
 
@@ -49,13 +51,16 @@ def test_compiled_pipeline_places_finetune_on_gpu_nodes_and_mounts_secrets(tmp_p
     assert main(["compile", "--output", str(out)]) == 0
     spec, platform = yaml.safe_load_all(out.read_text())
     defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
-    # GPU request: count and resource name are run parameters, defaulting to one nvidia.com/gpu.
+    # GPU request: count and resource name are run parameters, defaulting to one nvidia.com/gpu;
+    # the count reaches the pod as validate's string output (see test_kfp_backend).
     accelerator = spec["deploymentSpec"]["executors"]["exec-finetune"]["container"]["resources"]["accelerator"]
     assert accelerator == {
-        "resourceCount": "{{$.inputs.parameters['pipelinechannel--finetune_gpus']}}",
+        "resourceCount": "{{$.inputs.parameters['pipelinechannel--validate-finetune_gpus']}}",
         "resourceType": "{{$.inputs.parameters['pipelinechannel--finetune_accelerator']}}",
     }
     assert (defaults["finetune_gpus"], defaults["finetune_accelerator"]) == (1, "nvidia.com/gpu")
+    validate_inputs = spec["root"]["dag"]["tasks"]["validate"]["inputs"]["parameters"]
+    assert validate_inputs["finetune_gpus"] == {"componentInputParameter": "finetune_gpus"}
     # Node selector and toleration: run parameters too, defaulting to the GPU node pool.
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     finetune = executors["exec-finetune"]
@@ -78,8 +83,10 @@ def test_compiled_pipeline_places_finetune_on_gpu_nodes_and_mounts_secrets(tmp_p
     }
     register_secret = executors["exec-register"]["secretAsEnv"][0]
     assert register_secret["secretNameParameter"]["runtimeValue"]["constant"] == "bertops-s3"
+    gate_secret = executors["exec-promotion-gate"]["secretAsEnv"][0]
+    assert gate_secret["secretNameParameter"]["runtimeValue"]["constant"] == "bertops-s3"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"ghcr.io/bertops/bertops-cpu:0.1.0", "ghcr.io/bertops/bertops-cuda:0.1.0"}
+    assert images == {CPU_IMAGE, CUDA_IMAGE}
 
 
 def test_workspace_pvc_mounts_the_volume_for_checkpoints_and_training_jobs(tmp_path: Path) -> None:
@@ -101,6 +108,55 @@ def test_workspace_pvc_mounts_the_volume_for_checkpoints_and_training_jobs(tmp_p
     assert inputs["run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
     assert inputs["candidate_id"]["parameterExpressionSelector"] == 'parseJson(string_value)["id"]'
     assert _run_parameter(inputs["launcher"]) == "launcher"
+    # The first task knows the volume, so it refuses a TrainJob launcher in a pipeline without one.
+    validate_inputs = spec["root"]["dag"]["tasks"]["validate"]["inputs"]["parameters"]
+    assert validate_inputs["workspace_pvc"] == {"runtimeValue": {"constant": "ft-ws"}}
+    assert validate_inputs["launcher"] == {"componentInputParameter": "launcher"}
+
+
+def _defaults(spec: dict) -> dict:
+    return {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+
+
+def test_the_default_compile_keeps_local_defaults_and_the_cluster_target_compiles_cluster_ones(tmp_path: Path) -> None:
+    local, cluster = tmp_path / "local.yaml", tmp_path / "cluster.yaml"
+    assert main(["compile", "--output", str(local)]) == 0
+    assert main(["compile", "--output", str(cluster), "--target", "cluster"]) == 0
+    local_defaults = _defaults(next(yaml.safe_load_all(local.read_text())))
+    cluster_defaults = _defaults(next(yaml.safe_load_all(cluster.read_text())))
+    assert (local_defaults["deploy_target"], local_defaults["state_dir"], local_defaults["data_path"]) == (
+        "local",
+        ".bertops",
+        "data",
+    )
+    assert cluster_defaults["deploy_target"] == "cluster"
+    assert cluster_defaults["namespace"] == local_defaults["namespace"] == PROFILE_NAMESPACE
+    assert cluster_defaults["data_path"] == "/home/bertops/project/data"
+    assert cluster_defaults["data_remote"] == "s3"
+    assert cluster_defaults["state_dir"].startswith("/")
+    # No registry can live in a pod: the run must name one, and validate refuses to start without it.
+    assert cluster_defaults["tracking_uri"] == ""
+    changed = {k for k in local_defaults if local_defaults[k] != cluster_defaults[k]}
+    assert changed == {"deploy_target", "data_path", "data_remote", "state_dir"}
+
+
+def test_the_deploy_step_gets_mode_gpus_resources_and_lineage_as_run_parameters(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(out), "--target", "cluster"]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    defaults = _defaults(spec)
+    assert defaults["deployment_mode"] == "Serverless"
+    assert defaults["serving_gpus"] == 1
+    assert defaults["serving_resources"] == {
+        "requests": {"cpu": "1", "memory": "4Gi"},
+        "limits": {"cpu": "4", "memory": "8Gi"},
+    }
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    assert declared["serving_resources"]["parameterType"] == "STRUCT"
+    deploy = spec["components"]["comp-condition-2"]["dag"]["tasks"]["deploy"]["inputs"]["parameters"]
+    for name in ("deployment_mode", "serving_gpus", "serving_resources", "git_commit", "namespace"):
+        assert deploy[name] == {"componentInputParameter": f"pipelinechannel--{name}"}
+    assert deploy["pipeline_run"] == {"runtimeValue": {"constant": "{{$.pipeline_job_name}}"}}
 
 
 def test_negative_retries_are_refused(tmp_path: Path, capsys) -> None:

@@ -15,12 +15,21 @@ def deploy(
     deploy_target: str,
     namespace: str,
     canary_traffic_percent: int,
+    deployment_mode: str,
+    serving_gpus: int,
+    serving_resources: dict,
+    pipeline_run: str,
+    git_commit: str,
 ) -> str:
     """Serve ``version`` and return the endpoint URL.
 
-    ``local``: start (or replace) a KServe model server on 127.0.0.1. ``cluster``: apply the
-    InferenceService with server-side apply, wait for Ready, roll back if it never gets there.
+    ``local``: start (or replace) a KServe model server on 127.0.0.1. ``docker``: nothing here,
+    since steps get no container engine; ``bertops run`` starts the serving container after the
+    run, so this returns "". ``cluster``: apply the InferenceService (``deployment_mode``,
+    ``serving_gpus``, ``serving_resources``, labelled with the version, ``pipeline_run`` and
+    ``git_commit``) with server-side apply, wait for Ready, roll back if it never gets there.
     """
+    from bertops.config import in_pod
     from bertops.errors import BertopsError
     from bertops.step import step
 
@@ -29,11 +38,20 @@ def deploy(
             from components.deploy.deploy import deploy_local
 
             return deploy_local(model_name, version, state_dir, tracking_uri, serve_port).url
+        if deploy_target == "docker":
+            if in_pod():
+                raise BertopsError(
+                    "deploy_target=docker is served by `bertops run` after the run: set deploy_target=cluster"
+                )
+            return ""
         if deploy_target == "cluster":
             from components.deploy.deploy_cluster import deploy_registered_version
-            from components.deploy.inference_service import ClusterDeployConfig
+            from components.deploy.inference_service import cluster_deploy_config
 
-            canary = None if canary_traffic_percent < 0 else canary_traffic_percent
-            config = ClusterDeployConfig(namespace=namespace, canary_traffic_percent=canary)
-            return deploy_registered_version(model_name, version, state_dir, tracking_uri, config).url
-        raise BertopsError(f"deploy_target must be 'local' or 'cluster', got {deploy_target!r}")
+            config = cluster_deploy_config(
+                namespace, deployment_mode, serving_gpus, serving_resources, canary_traffic_percent
+            )
+            return deploy_registered_version(
+                model_name, version, state_dir, tracking_uri, config, pipeline_run=pipeline_run, git_commit=git_commit
+            ).url
+        raise BertopsError(f"deploy_target must be 'local', 'docker' or 'cluster', got {deploy_target!r}")

@@ -3,6 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
+from bertops.cluster import PROFILE_NAMESPACE
 from bertops.images import CUDA_IMAGE
 
 
@@ -29,7 +30,7 @@ def finetune(
     num_nodes: int = 1,
     gpus_per_node: int = 1,
     workspace_pvc: str = "",
-    namespace: str = "bertops",
+    namespace: str = PROFILE_NAMESPACE,
     run_name: str = "",
     candidate_id: str = "",
 ) -> None:

@@ -25,26 +25,46 @@ def validate(
     max_label_drift: float,
     max_length_drift: float,
     state_dir: str,
+    finetune_gpus: int,
+    launcher: str,
+    workspace_pvc: str,
+    deploy_target: str,
+    tracking_uri: str,
     dataset: Output[Dataset],
     report: Output[HTML],
     summary_json: Output[Artifact],
-) -> NamedTuple("ValidateOutputs", [("data_version", str), ("summary", str)]):  # type: ignore[valid-type]
-    """Run the Great Expectations suite on ``data_path``; fail the pipeline on any broken expectation.
+) -> NamedTuple(  # type: ignore[valid-type]
+    "ValidateOutputs", [("data_version", str), ("summary", str), ("finetune_gpus", str)]
+):
+    """Check the run's settings, then run the Great Expectations suite on ``data_path``; fail the
+    pipeline on a setting that cannot work or on any broken expectation, before any other work.
 
+    Settings: ``workspace_pvc`` is the volume the pipeline was compiled with (a TrainJob or
+    PyTorchJob launcher needs one); in a pod, values that only work on one machine are refused.
     Returns the data version (``md5:...`` from the ``.dvc`` file, or ``untracked``) so later
-    steps can record lineage, and a one-line summary of the checks. Drift is measured against
+    steps can record lineage, a one-line summary of the checks, and the finetune GPU count as
+    the string the KFP driver reads an accelerator count as. Drift is measured against
     ``<state_dir>/validation/reference_profile.json``, which a passing run replaces.
     """
     import shutil
     from collections import namedtuple
     from pathlib import Path
 
-    from bertops.config import ValidationConfig
+    from bertops.config import ValidationConfig, check_run_settings, in_pod
     from bertops.dvc_data import data_version, pull_from_remote
     from bertops.step import step
     from components.validate.validate import validate_dataset
 
     with step("validate"):
+        check_run_settings(
+            pod=in_pod(),
+            finetune_gpus=finetune_gpus,
+            launcher=launcher,
+            workspace_pvc=workspace_pvc,
+            deploy_target=deploy_target,
+            tracking_uri=tracking_uri,
+            state_dir=state_dir,
+        )
         source = Path(data_path)
         if data_remote:
             pull_from_remote(source, data_remote)
@@ -70,5 +90,5 @@ def validate(
                 shutil.copyfile(out / "report.html", report.path)
                 shutil.copyfile(out / "report.json", summary_json.path)
         dataset.metadata.update({"data_version": version, "rows": result.rows, "labels": result.labels})
-        ValidateOutputs = namedtuple("ValidateOutputs", ["data_version", "summary"])
-        return ValidateOutputs(version, result.summary())
+        ValidateOutputs = namedtuple("ValidateOutputs", ["data_version", "summary", "finetune_gpus"])
+        return ValidateOutputs(version, result.summary(), str(finetune_gpus))
