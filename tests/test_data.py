@@ -3,6 +3,7 @@
 import hashlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,19 @@ def test_fresh_clone_pull_rebuilds_pinned_data_pushes_and_round_trips(repo_root:
     assert _md5s(clone / "data") == pinned
     assert dvc_data.is_clean(clone)
     assert dvc_data.data_version(clone / "data") == "md5:" + dvc_data.pinned_md5(repo_root / "data.dvc")
+
+    # A pod: the image's DVC project (data.dvc, .dvc/config, a config.local without git) pulls
+    # from a remote the run names by URL, which no config file of the image knows.
+    bucket = tmp_path / "bucket"
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "bucket", str(bucket)], cwd=clone, check=True)
+    dvc_data.push(clone, "bucket")
+    pod = tmp_path / "pod"
+    (pod / ".dvc").mkdir(parents=True)
+    shutil.copy(repo_root / ".dvc" / "config", pod / ".dvc" / "config")
+    shutil.copy(repo_root / "docker" / "dvc-config.local", pod / ".dvc" / "config.local")
+    shutil.copy(repo_root / "data.dvc", pod / "data.dvc")
+    dvc_data.pull_from_remote(pod / "data", str(bucket))
+    assert _md5s(pod / "data") == pinned
 
 
 @pytest.mark.parametrize(
