@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import urllib3
 from kubernetes.client import ApiClient, Configuration
 
 from bertops import k8s_tools
+from bertops.cluster import PROFILE_NAMESPACE
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
 from components.deploy.deploy_cluster import (
@@ -36,6 +38,7 @@ from components.deploy.inference_service import (
     RAW_MODES,
     ClusterDeployConfig,
     check_webhook_rules,
+    cluster_deploy_config,
     cpu_config,
     inference_service,
     serving_runtime,
@@ -49,8 +52,8 @@ PATH = f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservice
 
 
 @pytest.fixture(scope="module")
-def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    return k8s_tools.load_crd_schemas(k8s_tools.kserve_crd_dir())
+def crd_schemas(kserve_crd_schemas: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return kserve_crd_schemas
 
 
 # --- the objects ---------------------------------------------------------------------------
@@ -109,6 +112,141 @@ def test_runtime_runs_the_project_server_from_the_images_py_image() -> None:
     args = parse_args([a.replace("{{.Name}}", NAME) for a in container["args"]])
     assert (args.host, args.http_port, args.model_dir, args.model_name) == ("0.0.0.0", 8080, "/mnt/models", NAME)
     assert to_manifest(serving_runtime(cpu_config()))["spec"]["containers"][0]["image"] == CPU_IMAGE
+
+
+RESOURCES = {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+# The patchMergeKey of each list of a container (k8s.io/api core/v1 types.go): strategic merge
+# patches merge these lists element by element on that key and replace every other list.
+MERGE_KEYS = {"env": "name", "ports": "containerPort", "volumeMounts": "mountPath", "volumeDevices": "devicePath"}
+
+
+def strategic_merge(base: Any, overlay: Any, merge_key: str | None = None) -> Any:
+    """A strategic merge patch of ``overlay`` onto ``base`` for the field kinds a container has."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = strategic_merge(base[key], value, MERGE_KEYS.get(key)) if key in base else value
+        return merged
+    if isinstance(base, list) and isinstance(overlay, list) and merge_key:
+        by_key = {item[merge_key]: item for item in base}
+        for item in overlay:
+            by_key[item[merge_key]] = strategic_merge(by_key.get(item[merge_key], {}), item)
+        return list(by_key.values())
+    return overlay
+
+
+def container_kserve_runs(runtime: dict[str, Any], isvc: dict[str, Any]) -> dict[str, Any]:
+    """The kserve-container that KServe makes of a ServingRuntime and an InferenceService's predictor.
+
+    kserve/kserve pkg/controller/v1beta1/inferenceservice/utils/utils.go ``MergeRuntimeContainers``:
+    the predictor's container fields (the corev1.Container inlined in ``spec.predictor.model``)
+    are merged over the runtime's container with a strategic merge patch
+    (pkg/utils/container_merge.go ``MergeContainerWithPatch``), args concatenated, runtime's first.
+    """
+    from kubernetes.client import V1Container
+
+    (runtime_container,) = runtime["spec"]["containers"]
+    model = isvc["spec"]["predictor"]["model"]
+    isvc_container = {k: v for k, v in model.items() if k in V1Container.attribute_map.values()}
+    merged = strategic_merge(runtime_container, isvc_container)
+    merged["args"] = runtime_container.get("args", []) + isvc_container.get("args", [])
+    return dict(merged)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "image", "gpu_limit"),
+    [(0, CPU_IMAGE, None), (1, CUDA_IMAGE, 1), (2, CUDA_IMAGE, 2)],
+    ids=["cpu", "1", "2"],
+)
+@pytest.mark.parametrize("runtime_image", ["cuda", "cpu"])
+def test_serving_gpus_decide_the_image_that_runs(
+    gpus: int, image: str, gpu_limit: int | None, runtime_image: str
+) -> None:
+    """serving_gpus decides the image whichever image the installed runtime names (the chart: CUDA with a GPU)."""
+    config = cluster_deploy_config(PROFILE_NAMESPACE, "Serverless", gpus, RESOURCES, -1)
+    runtime = to_manifest(serving_runtime(ClusterDeployConfig() if runtime_image == "cuda" else cpu_config()))
+    isvc = to_manifest(inference_service(NAME, STORAGE, config))
+    container = container_kserve_runs(runtime, isvc)
+    assert container["image"] == image
+    assert container["resources"]["limits"].get("nvidia.com/gpu") == gpu_limit
+    assert container["resources"]["requests"] == {
+        "cpu": "1",
+        "memory": "4Gi",
+        **({"nvidia.com/gpu": gpus} if gpus else {}),
+    }
+    assert container["args"] == runtime["spec"]["containers"][0]["args"]
+    predictor = isvc["spec"]["predictor"]
+    if gpus:
+        assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and predictor["tolerations"]
+    else:
+        assert "nodeSelector" not in predictor and "tolerations" not in predictor
+        assert "nvidia.com/gpu" not in json.dumps(isvc)
+    assert isvc["metadata"]["namespace"] == PROFILE_NAMESPACE
+
+
+@pytest.mark.parametrize(
+    ("mode", "metric", "target"),
+    [
+        ("Serverless", "concurrency", 8),
+        ("Knative", "concurrency", 8),
+        ("RawDeployment", "cpu", 80),
+        ("Standard", "cpu", 80),
+    ],
+)
+def test_the_run_parameters_choose_mode_resources_and_canary(
+    mode: str, metric: str, target: int, crd_schemas: dict
+) -> None:
+    resources = {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"cpu": 2, "memory": "3Gi"}}
+    canary = 10 if mode in ("Serverless", "Knative") else -1
+    config = cluster_deploy_config("team-a", mode, 1, resources, canary)
+    manifest = to_manifest(inference_service(NAME, STORAGE, config))
+    assert k8s_tools.schema_errors(manifest, crd_schemas) == []
+    predictor = manifest["spec"]["predictor"]
+    assert manifest["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION] == mode
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == (metric, target)
+    assert predictor["model"]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "2Gi", "nvidia.com/gpu": 1},
+        "limits": {"cpu": "2", "memory": "3Gi", "nvidia.com/gpu": 1},
+    }
+    assert predictor.get("canaryTrafficPercent") == (10 if canary == 10 else None)
+    # Only the parts given change; the rest keep the defaults.
+    partial = cluster_deploy_config("team-a", mode, 0, {"limits": {"memory": "16Gi"}}, -1)
+    assert (partial.cpu_request, partial.cpu_limit, partial.memory_request, partial.memory_limit) == (
+        "1",
+        "4",
+        "4Gi",
+        "16Gi",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("Team_A", "Serverless", 1, RESOURCES, -1), "namespace 'Team_A' is not a Kubernetes namespace name"),
+        (
+            ("ns", "Serverles", 1, RESOURCES, -1),
+            "deployment_mode must be one of Serverless, Knative, RawDeployment, Standard",
+        ),
+        (("ns", "Serverless", -1, RESOURCES, -1), "serving_gpus must be 0 (CPU image) or a number of GPUs, got -1"),
+        (("ns", "Serverless", 1, RESOURCES, 120), "canary_traffic_percent must be -1 (none) or 0-100, got 120"),
+        (("ns", "Standard", 1, RESOURCES, 20), "canary_traffic_percent needs deployment_mode Serverless or Knative"),
+        (("ns", "Serverless", 1, {"request": {}}, -1), 'serving_resources must be a JSON object with "requests"'),
+        (("ns", "Serverless", 1, {"limits": {"nvidia.com/gpu": 1}}, -1), "set the GPU count with serving_gpus"),
+        (
+            ("ns", "Serverless", 1, {"limits": {"gpu": 1}}, -1),
+            "serving_resources.limits takes cpu and memory, not 'gpu'",
+        ),
+        (
+            ("ns", "Serverless", 1, {"limits": {"memory": "8 GB"}}, -1),
+            "serving_resources.limits.memory '8 GB' is not a Kubernetes quantity",
+        ),
+        (("ns", "Serverless", 1, {"requests": {"cpu": "8"}}, -1), "the cpu request 8 is above its limit 4"),
+    ],
+)
+def test_bad_run_parameters_fail_with_one_line_naming_them(args: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(BertopsError, match=re.escape(message)) as caught:
+        cluster_deploy_config(*args)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ render both and compare them with what these functions produce.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,94 @@ def cpu_config(**overrides: Any) -> ClusterDeployConfig:
     """The CPU variant: the CPU image, no GPU, no GPU node selector or tolerations."""
     settings: dict[str, Any] = {"image": CPU_IMAGE, "gpus": 0, "node_selector": {}, "tolerations": []}
     return ClusterDeployConfig(**{**settings, **overrides})
+
+
+# A namespace name (DNS-1123 label).
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+RESOURCE_KINDS = ("requests", "limits")
+RESOURCE_NAMES = ("cpu", "memory")
+
+
+def _resource_settings(serving_resources: Any) -> dict[str, str]:
+    """``serving_resources`` ({"requests": {"cpu", "memory"}, "limits": {...}}) as config fields, checked."""
+    where = "serving_resources"
+    if not isinstance(serving_resources, dict) or set(serving_resources) - set(RESOURCE_KINDS):
+        raise BertopsError(
+            f'{where} must be a JSON object with "requests" and/or "limits", got {json.dumps(serving_resources)}'
+        )
+    settings: dict[str, str] = {}
+    for kind in RESOURCE_KINDS:
+        given = serving_resources.get(kind) or {}
+        if not isinstance(given, dict):
+            raise BertopsError(f"{where}.{kind} must be a JSON object of cpu and memory, got {json.dumps(given)}")
+        for resource, value in given.items():
+            if resource == GPU_RESOURCE:
+                raise BertopsError(f"{where}.{kind} cannot hold {GPU_RESOURCE}: set the GPU count with serving_gpus")
+            if resource not in RESOURCE_NAMES:
+                raise BertopsError(f"{where}.{kind} takes cpu and memory, not {resource!r}")
+            quantity = str(value)
+            if isinstance(value, bool) or not QUANTITY.match(quantity) or quantity.startswith("-"):
+                raise BertopsError(
+                    f"{where}.{kind}.{resource} {value!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)"
+                )
+            settings[f"{resource}_{kind.removesuffix('s')}"] = quantity
+    return settings
+
+
+def cluster_deploy_config(
+    namespace: str,
+    deployment_mode: str,
+    serving_gpus: int,
+    serving_resources: dict[str, Any],
+    canary_traffic_percent: int,
+) -> ClusterDeployConfig:
+    """The deploy step's run parameters as a ``ClusterDeployConfig``; a bad value fails with one line naming it.
+
+    ``serving_gpus`` 0 serves from the CPU image with no GPU, GPU node selector or tolerations;
+    more serves from the CUDA image with that many GPUs per replica. ``canary_traffic_percent``
+    -1 rolls a new revision out at once. The autoscaler metric follows the mode: requests in
+    flight for Knative, CPU for Standard.
+    """
+    from kubernetes.utils import parse_quantity
+
+    if not isinstance(namespace, str) or not DNS_1123_LABEL.match(namespace) or len(namespace) > 63:
+        raise BertopsError(
+            f"namespace {namespace!r} is not a Kubernetes namespace name (lower-case letters, digits, '-')"
+        )
+    if deployment_mode not in DEPLOYMENT_MODES:
+        raise BertopsError(f"deployment_mode must be one of {', '.join(DEPLOYMENT_MODES)}, got {deployment_mode!r}")
+    if isinstance(serving_gpus, bool) or not isinstance(serving_gpus, int) or serving_gpus < 0:
+        raise BertopsError(f"serving_gpus must be 0 (CPU image) or a number of GPUs, got {serving_gpus!r}")
+    if isinstance(canary_traffic_percent, bool) or not isinstance(canary_traffic_percent, int):
+        raise BertopsError(f"canary_traffic_percent must be -1 (none) or 0-100, got {canary_traffic_percent!r}")
+    if canary_traffic_percent != -1 and not 0 <= canary_traffic_percent <= 100:
+        raise BertopsError(f"canary_traffic_percent must be -1 (none) or 0-100, got {canary_traffic_percent}")
+    if canary_traffic_percent != -1 and deployment_mode not in KNATIVE_MODES:
+        raise BertopsError(
+            f"canary_traffic_percent needs deployment_mode {SERVERLESS} or {KNATIVE} (KServe splits traffic "
+            f"between Knative revisions), not {deployment_mode}: use -1"
+        )
+    resources = _resource_settings(serving_resources)
+    defaults = ClusterDeployConfig()
+    for resource in RESOURCE_NAMES:
+        request = resources.get(f"{resource}_request", getattr(defaults, f"{resource}_request"))
+        limit = resources.get(f"{resource}_limit", getattr(defaults, f"{resource}_limit"))
+        if parse_quantity(request) > parse_quantity(limit):
+            raise BertopsError(
+                f"serving_resources: the {resource} request {request} is above its limit {limit} (Kubernetes refuses it)"
+            )
+    metric = SCALE_METRICS[deployment_mode][0]
+    settings: dict[str, Any] = {
+        "namespace": namespace,
+        "deployment_mode": deployment_mode,
+        "scale_metric": metric,
+        "scale_target": SCALE_TARGETS[metric],
+        "canary_traffic_percent": None if canary_traffic_percent == -1 else canary_traffic_percent,
+        **resources,
+    }
+    if serving_gpus == 0:
+        return cpu_config(**settings)
+    return ClusterDeployConfig(image=CUDA_IMAGE, gpus=serving_gpus, **settings)
 
 
 def serving_runtime(config: ClusterDeployConfig) -> Any:
@@ -178,6 +267,10 @@ def inference_service(
             name=None,
             model_format=V1beta1ModelFormat(name=config.model_format, version="1"),
             runtime=config.runtime,
+            # KServe merges these container fields over the runtime's container, the predictor's
+            # winning (MergeRuntimeContainers). The runtime's image is whatever its installer chose
+            # (the chart: CUDA with gpu.enabled): naming the image here makes serving_gpus decide.
+            image=config.image,
             storage_uri=storage_uri,
             resources=V1ResourceRequirements(requests=requests, limits=limits),
         ),
