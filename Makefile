@@ -44,9 +44,11 @@ install: $(STAMP) ## Create .venv and install bertops with its dev tools
 run: $(STAMP) ## Run the whole pipeline locally and leave a live endpoint (ARGS='--max-steps 40' to override)
 	$(BIN)/bertops run $(ARGS)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff; actionlint and zizmor on the CI workflows
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/actionlint .github/workflows/*.yaml
+	$(BIN)/zizmor --offline .github/workflows
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
