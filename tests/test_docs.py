@@ -57,6 +57,17 @@ def commands(path: Path) -> list[str]:
     return path.read_text().replace("\\\n", " ").splitlines()
 
 
+def code(path: Path) -> list[str]:
+    """The shell lines of a Markdown file's code blocks (fenced or indented), continuations joined."""
+    kept, fenced = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced or line.startswith("    "):
+            kept.append(line)
+    return "\n".join(kept).replace("\\\n", " ").splitlines()
+
+
 def test_docs_embed_the_generated_table() -> None:
     assert cluster.table() in (REPO_ROOT / "docs" / "cluster.md").read_text()
 
@@ -122,3 +133,20 @@ def test_the_compiled_pipeline_reads_the_tables_secrets_and_deploys_into_the_pro
             used[secret["secretName"]] = {k["secretKey"] for k in secret["keyToEnv"]}
             assert secret["optional"] is True
     assert used == {name: set(spec_.keys) for name, spec_ in SECRETS.items()}
+
+
+def test_the_bertops_commands_in_the_cluster_docs_parse() -> None:
+    """Each `bertops compile/submit/models` line of docs/cluster.md is accepted by the real CLI."""
+    import shlex
+
+    from bertops.cli import build_parser
+
+    parser = build_parser()
+    found = []
+    for command in code(REPO_ROOT / "docs" / "cluster.md"):
+        match = re.search(r"(?:\.venv/bin/)?bertops ((?:compile|submit|models) .*?)(?:#.*)?$", command.strip())
+        if match:
+            args = shlex.split(match.group(1).replace("$", ""))
+            parser.parse_args(args)  # argparse exits on an unknown flag or a bad value
+            found.append(args[0])
+    assert {"compile", "submit", "models"} <= set(found)
