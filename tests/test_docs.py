@@ -150,3 +150,14 @@ def test_the_bertops_commands_in_the_cluster_docs_parse() -> None:
             parser.parse_args(args)  # argparse exits on an unknown flag or a bad value
             found.append(args[0])
     assert {"compile", "submit", "models"} <= set(found)
+
+
+def test_the_docs_show_what_serves_with_the_deploy_steps_own_labels() -> None:
+    """Finding 15: `kubectl get isvc -L ...` tells an operator which model, version, run and commit serve."""
+    from components.deploy import deploy_cluster as deploy
+
+    text = (REPO_ROOT / "docs" / "cluster.md").read_text()
+    assert f"-L {deploy.MODEL_NAME_LABEL},{deploy.MODEL_VERSION_LABEL}" in text
+    for annotation in (deploy.RUN_ANNOTATION, deploy.COMMIT_ANNOTATION):
+        assert annotation.replace(".", "\\.") in text
+    assert f"field manager `{deploy.FIELD_MANAGER}`" in text
