@@ -204,13 +204,23 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(models.show_version(name, args.version, state, uri))
         return
     if args.action == "promote":
-        models.promote(name, args.version, state, uri)
-        version = args.version
+        models.require_version(name, args.version, state, uri)
+    target = args.version if args.action == "promote" else models.rollback_target(name, state, uri)
+    if args.deploy_target == "cluster":
+        # The InferenceService switches first: a redeploy that fails is undone by the deploy step,
+        # and then the champion stays where it was too, so the registry says what serves.
+        from components.deploy.deploy_cluster import redeploy_registered_version
+
+        isvc = redeploy_registered_version(name, target, args.namespace, state, uri)
+        print(f"InferenceService {isvc.namespace}/{name} now serves version {target} at {isvc.url}")
+    if args.action == "promote":
+        models.promote(name, target, state, uri)
+        version = target
     else:
         version = models.rollback(name, state, uri)
     print(f"{name}: champion is now version {version}")
     # A local endpoint of this model follows the champion.
-    if any(e.name == name for e in endpoints.list_endpoints(state)):
+    if args.deploy_target == "local" and any(e.name == name for e in endpoints.list_endpoints(state)):
         from components.deploy.deploy import deploy_local
 
         served = deploy_local(name, version, state, uri)
@@ -317,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     mods.add_argument("version", nargs="?", help="version for show and promote")
     mods.add_argument("--model-name", default=cfg.RegistryConfig.model_name)
     mods.add_argument("--tracking-uri", default="", help="MLflow tracking URI (empty: sqlite under --state-dir)")
+    mods.add_argument(
+        "--deploy-target",
+        choices=["local", "cluster"],
+        default="local",
+        help="promote/rollback: the endpoint that follows the champion: 'local' (a running local endpoint, "
+        "if any) or 'cluster' (the model's InferenceService, redeployed with its live settings)",
+    )
+    mods.add_argument(
+        "--namespace", default=PROFILE_NAMESPACE, help="namespace of the InferenceService (--deploy-target cluster)"
+    )
     mods.set_defaults(func=cmd_models)
 
     ends = sub.add_parser("endpoints", parents=[state], help="list or delete local endpoints")

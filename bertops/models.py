@@ -85,8 +85,8 @@ def show_version(name: str, version: str, state_dir: str = ".bertops", tracking_
     return "\n".join(lines)
 
 
-def promote(name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> None:
-    """Make ``version`` the champion by hand (recorded in the champion history)."""
+def require_version(name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> MlflowClient:
+    """The registry client, once ``version`` of ``name`` is known to exist (``BertopsError`` if not)."""
     from mlflow.exceptions import MlflowException
 
     client = _client(name, state_dir, tracking_uri)
@@ -94,7 +94,20 @@ def promote(name: str, version: str, state_dir: str = ".bertops", tracking_uri: 
         client.get_model_version(name, version)
     except MlflowException as exc:
         raise BertopsError(f"{name} has no version {version!r}") from exc
-    set_champion(client, name, version)
+    return client
+
+
+def promote(name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> None:
+    """Make ``version`` the champion by hand (recorded in the champion history)."""
+    set_champion(require_version(name, version, state_dir, tracking_uri), name, version)
+
+
+def rollback_target(name: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:
+    """The version ``rollback`` would make the champion, without moving anything."""
+    history = champion_history(_client(name, state_dir, tracking_uri), name)
+    if len(history) < 2:
+        raise BertopsError(f"{name}: no earlier champion to roll back to (history: {', '.join(history) or 'empty'})")
+    return history[-2]
 
 
 def rollback(name: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:

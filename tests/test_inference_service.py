@@ -29,6 +29,7 @@ from components.deploy.deploy_cluster import (
     APPLY_PATCH,
     FIELD_MANAGER,
     deploy_cluster,
+    deploy_registered_version,
     load_api_client,
     registered_storage_uri,
     restorable,
@@ -846,3 +847,144 @@ def test_storage_uri_comes_from_the_registry(tmp_path: Any) -> None:
     assert registered_storage_uri(NAME, "1", str(tmp_path)) == STORAGE
     with pytest.raises(BertopsError, match=r"version 2 is stored at file://.*, which KServe cannot download"):
         registered_storage_uri(NAME, "2", str(tmp_path))
+
+
+# --- what serves: labels, annotations, and a cluster rollback -------------------------------
+
+STORAGE_V1 = "s3://mlflow/1/aaa111/artifacts/model"
+
+
+def registry_with_two_champions(tmp_path: Any) -> str:
+    """A registry where version 1 was champion, then version 2; returns the state directory."""
+    from bertops.registry import open_client, set_champion
+
+    state = str(tmp_path / "state")
+    client = open_client("", state)
+    client.create_registered_model(NAME)
+    client.create_model_version(NAME, source=STORAGE_V1)
+    client.create_model_version(NAME, source=STORAGE)
+    set_champion(client, NAME, "1")
+    set_champion(client, NAME, "2")
+    return state
+
+
+def test_the_endpoint_says_which_version_run_and_commit_it_serves(tmp_path: Any, crd_schemas: dict) -> None:
+    """``kubectl get isvc -L bertops.io/model-version`` shows what serves: label values must pass
+    Kubernetes' IsValidLabelValue (k8s.io/apimachinery pkg/util/validation), run and commit are annotations."""
+    state = registry_with_two_champions(tmp_path)
+    config = cluster_deploy_config(NAMESPACE, "Serverless", 0, RESOURCES, -1)
+    manifest = to_manifest(inference_service(NAME, STORAGE, config))
+    transport = RecordedTransport(
+        {"GET": [NOT_FOUND, (200, stored(manifest, 1, ready_status(1)))], "PATCH": [(201, stored(manifest, 1))]}
+    )
+    run = "bertops-text-classifier-2026-11-22-10-00-00-" + "x" * 40  # longer than a label value may be
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    deploy_registered_version(
+        NAME, "2", state, "", config, pipeline_run=run, git_commit=commit, api=client_with(transport), poll_interval=0
+    )
+    apply = transport.requests[1]
+    assert_is_apply(apply, crd_schemas)
+    meta = apply.body["metadata"]
+    assert meta["labels"] == {
+        "app.kubernetes.io/part-of": "bertops",
+        "bertops.io/model-name": NAME,
+        "bertops.io/model-version": "2",
+    }
+    assert meta["annotations"] == {
+        "bertops.io/pipeline-run": run,
+        "bertops.io/git-commit": commit,
+        DEPLOYMENT_MODE_ANNOTATION: "Serverless",
+    }
+    label_value = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+    assert all(label_value.fullmatch(v) and len(v) <= 63 for v in meta["labels"].values())
+
+
+def kubeconfig(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, transport: RecordedTransport) -> None:
+    """A kubeconfig for https://kubernetes.test, whose connections the recorded transport answers."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "test", "cluster": {"server": "https://kubernetes.test"}}],
+                "users": [{"name": "test", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+                "current-context": "test",
+            }
+        )
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    # The client reads $KUBECONFIG once, when it is imported (kubernetes/config/kube_config.py).
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    # The kubernetes client makes its connection pool with urllib3.PoolManager (kubernetes/client/rest.py).
+    monkeypatch.setattr(urllib3, "PoolManager", lambda *args, **kwargs: transport)
+
+
+def live_version_2() -> dict[str, Any]:
+    """The InferenceService as the pipeline left it: version 2 as a 20 % canary, in Knative mode."""
+    config = cluster_deploy_config(NAMESPACE, "Serverless", 0, RESOURCES, 20)
+    labels = {"bertops.io/model-name": NAME, "bertops.io/model-version": "2"}
+    annotations = {"bertops.io/pipeline-run": "run-2", "bertops.io/git-commit": "abc123"}
+    manifest = to_manifest(inference_service(NAME, STORAGE, config, labels, annotations))
+    manifest["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION] = "Knative"  # as KServe >= 0.16 stores it
+    return stored(manifest, 3, ready_status(2))
+
+
+def test_cluster_rollback_redeploys_the_previous_champion(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], crd_schemas: dict
+) -> None:
+    from bertops.cli import main
+    from bertops.models import champion
+
+    state = registry_with_two_champions(tmp_path)
+    live = live_version_2()
+    transport = RecordedTransport(
+        {
+            "GET": [(200, live), (200, stored(live, 4, ready_status(3)))],
+            "PATCH": [(200, stored(live, 4, ready_status(2)))],
+        }
+    )
+    kubeconfig(tmp_path, monkeypatch, transport)
+    argv = ["models", "rollback", "--deploy-target", "cluster", "--namespace", NAMESPACE, "--state-dir", state]
+    assert main([*argv, "--model-name", NAME]) == 0
+    assert transport.calls() == [("GET", PATH), ("PATCH", PATH), ("GET", PATH)]
+    apply = transport.requests[1]
+    assert apply.headers["authorization"] == "Bearer t0ken"
+    assert_is_apply(apply, crd_schemas)
+    predictor = apply.body["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == STORAGE_V1
+    assert "canaryTrafficPercent" not in predictor  # a rollback goes live at once
+    assert {k: v for k, v in predictor.items() if k not in ("model", "canaryTrafficPercent")} == {
+        k: v for k, v in live["spec"]["predictor"].items() if k not in ("model", "canaryTrafficPercent")
+    }
+    assert apply.body["metadata"]["labels"]["bertops.io/model-version"] == "1"
+    assert apply.body["metadata"]["annotations"] == {DEPLOYMENT_MODE_ANNOTATION: "Knative"}
+    assert champion(NAME, state) == "1"
+    out = capsys.readouterr().out
+    assert f"InferenceService {NAMESPACE}/{NAME} now serves version 1" in out
+    assert f"{NAME}: champion is now version 1" in out
+
+
+def test_a_failed_cluster_rollback_leaves_the_champion_where_it_serves(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bertops.cli import main
+    from bertops.models import champion
+
+    state = registry_with_two_champions(tmp_path)
+    live = live_version_2()
+    transport = RecordedTransport(
+        {
+            "GET": [(200, live), (200, stored(live, 4, failed_load_status(3)))],
+            "PATCH": [(200, stored(live, 4, ready_status(2))), (200, stored(live, 5, ready_status(2)))],
+        }
+    )
+    kubeconfig(tmp_path, monkeypatch, transport)
+    argv = ["models", "rollback", "--deploy-target", "cluster", "--state-dir", state, "--model-name", NAME]
+    assert main([*argv, "--namespace", NAMESPACE]) == 2
+    assert [m for m, _ in transport.calls()] == ["GET", "PATCH", "GET", "PATCH"]
+    assert transport.requests[-1].body == restorable(live)
+    assert champion(NAME, state) == "2"
+    assert "cannot load the model" in capsys.readouterr().err

@@ -11,6 +11,7 @@ step fails with one line that says what happened and what was restored.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -21,9 +22,11 @@ from bertops.errors import BertopsError
 from components.deploy.inference_service import (
     DEPLOYMENT_MODE_ANNOTATION,
     KNATIVE,
+    LABEL_VALUE,
     STORAGE_SCHEMES,
     ClusterDeployConfig,
     canonical_mode,
+    check_webhook_rules,
     inference_service,
     to_manifest,
 )
@@ -40,6 +43,11 @@ GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 FAILED_TRANSITIONS = ("InvalidSpec", "BlockedByFailedLoad")
 # The reason of a Deployment's Progressing condition once its newest ReplicaSet is fully rolled out.
 ROLLED_OUT = "NewReplicaSetAvailable"
+# What an endpoint serves, for `kubectl get isvc -L bertops.io/model-version` and `kubectl describe`.
+MODEL_NAME_LABEL = "bertops.io/model-name"
+MODEL_VERSION_LABEL = "bertops.io/model-version"
+RUN_ANNOTATION = "bertops.io/pipeline-run"
+COMMIT_ANNOTATION = "bertops.io/git-commit"
 # Metadata that belongs to the server or to another client's apply, not to a spec to restore.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -251,29 +259,38 @@ def deploy_cluster(
     config: ClusterDeployConfig | None = None,
     *,
     labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
     api: ApiClient | None = None,
     timeout: float = 900.0,
     poll_interval: float = 5.0,
 ) -> ClusterEndpoint:
     """Create or update InferenceService ``name`` serving ``storage_uri``; roll back if it is not Ready in time."""
     config = config or ClusterDeployConfig()
-    manifest = to_manifest(inference_service(name, storage_uri, config, labels))
+    manifest = to_manifest(inference_service(name, storage_uri, config, labels, annotations))
     api = api or load_api_client()
-    namespace = config.namespace
-    previous = get_inference_service(api, namespace, name)
+    previous = get_inference_service(api, config.namespace, name)
+    return apply_and_wait(api, manifest, previous, timeout, poll_interval)
+
+
+def apply_and_wait(
+    api: ApiClient, manifest: dict[str, Any], previous: dict[str, Any] | None, timeout: float, poll_interval: float
+) -> ClusterEndpoint:
+    """Apply ``manifest`` over ``previous`` (None: there is none), wait until it serves, else put ``previous`` back."""
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    mode = manifest["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION]
     previous_mode = ((previous or {}).get("status") or {}).get("deploymentMode")
     # KServe's webhook compares both names normalized (Serverless is Knative, RawDeployment is
     # Standard: KServe >= 0.16 rewrites the legacy names) and refuses a change; say so before any.
-    if previous_mode and canonical_mode(previous_mode) != canonical_mode(config.deployment_mode):
+    if previous_mode and canonical_mode(previous_mode) != canonical_mode(mode):
         raise BertopsError(
-            f"InferenceService {namespace}/{name} runs in {previous_mode} mode; it cannot change to "
-            f"{manifest['metadata']['annotations'][DEPLOYMENT_MODE_ANNOTATION]} (delete it first)"
+            f"InferenceService {namespace}/{name} runs in {previous_mode} mode; it cannot change to {mode} "
+            "(delete it first)"
         )
     applied = apply_inference_service(api, manifest)
     generation = int(applied["metadata"]["generation"])
     new_spec = previous is None or generation != int(previous["metadata"].get("generation") or 0)
     stale = int(((previous or {}).get("status") or {}).get("observedGeneration") or 0)
-    rollout = Rollout(canonical_mode(config.deployment_mode), stale if new_spec else None)
+    rollout = Rollout(canonical_mode(mode), stale if new_spec else None)
     log.info("applied InferenceService %s/%s (generation %d); waiting for Ready", namespace, name, generation)
     try:
         ready = wait_ready(api, namespace, name, rollout, timeout, poll_interval)
@@ -303,14 +320,81 @@ def registered_storage_uri(model_name: str, version: str, state_dir: str = ".ber
     return uri
 
 
+def version_metadata(
+    model_name: str, version: str, pipeline_run: str = "", git_commit: str = ""
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels (model name, registry version) and annotations (run, commit) that say what an endpoint serves."""
+    labels = {MODEL_NAME_LABEL: model_name, MODEL_VERSION_LABEL: str(version)}
+    for key, value in labels.items():
+        if len(value) > 63 or not LABEL_VALUE.match(value):
+            raise BertopsError(
+                f"{key}={value!r} is not a Kubernetes label value (at most 63 letters, digits, '-', '_', '.')"
+            )
+    annotations = {
+        key: value for key, value in ((RUN_ANNOTATION, pipeline_run), (COMMIT_ANNOTATION, git_commit)) if value
+    }
+    return labels, annotations
+
+
 def deploy_registered_version(
     model_name: str,
     version: str,
     state_dir: str = ".bertops",
     tracking_uri: str = "",
     config: ClusterDeployConfig | None = None,
+    pipeline_run: str = "",
+    git_commit: str = "",
     **kwargs: Any,
 ) -> ClusterEndpoint:
-    """Serve a registered version on the cluster under the model's name, labelled with its version."""
+    """Serve a registered version on the cluster under the model's name, labelled with what it serves.
+
+    Labels ``bertops.io/model-name`` and ``bertops.io/model-version`` (``kubectl get isvc -L
+    bertops.io/model-version``), annotations ``bertops.io/pipeline-run`` and ``bertops.io/git-commit``.
+    Applied with server-side apply as field manager ``bertops`` with conflicts forced: every field
+    set here is taken back from whoever changed it last (a ``kubectl edit``, ``kubectl apply`` or
+    ``helm upgrade`` of the same InferenceService), and fields that only they set are left alone;
+    a later ``helm upgrade`` that sets these fields meets a conflict unless it forces them too.
+    """
     storage_uri = registered_storage_uri(model_name, version, state_dir, tracking_uri)
-    return deploy_cluster(model_name, storage_uri, config, labels={"bertops.io/model-version": version}, **kwargs)
+    labels, annotations = version_metadata(model_name, version, pipeline_run, git_commit)
+    return deploy_cluster(model_name, storage_uri, config, labels=labels, annotations=annotations, **kwargs)
+
+
+def redeploy_registered_version(
+    model_name: str,
+    version: str,
+    namespace: str,
+    state_dir: str = ".bertops",
+    tracking_uri: str = "",
+    *,
+    api: ApiClient | None = None,
+    timeout: float = 900.0,
+    poll_interval: float = 5.0,
+) -> ClusterEndpoint:
+    """Make the InferenceService ``model_name`` serve registered ``version`` with its live settings (a rollback).
+
+    Only the model files and the version labels change; mode, resources and placement stay as they
+    run. A canary split is dropped: the version goes live at once. Waits and restores like a deploy.
+    """
+    api = api or load_api_client()
+    live = get_inference_service(api, namespace, model_name)
+    if live is None:
+        raise BertopsError(
+            f"no InferenceService {namespace}/{model_name} to redeploy: deploy the model with deploy_target=cluster first"
+        )
+    manifest = copy.deepcopy(restorable(live))
+    predictor = manifest["spec"]["predictor"]
+    predictor["model"]["storageUri"] = registered_storage_uri(model_name, version, state_dir, tracking_uri)
+    predictor.pop("canaryTrafficPercent", None)
+    labels, _ = version_metadata(model_name, version)
+    meta = manifest["metadata"]
+    meta["labels"] = {**meta.get("labels", {}), **labels}
+    # The run and commit of the version now served are not known here; drop those of the one replaced.
+    meta["annotations"] = {
+        key: value
+        for key, value in meta.get("annotations", {}).items()
+        if key not in (RUN_ANNOTATION, COMMIT_ANNOTATION)
+    }
+    meta["annotations"].setdefault(DEPLOYMENT_MODE_ANNOTATION, (live.get("status") or {}).get("deploymentMode", ""))
+    check_webhook_rules(manifest)
+    return apply_and_wait(api, manifest, live, timeout, poll_interval)

@@ -237,7 +237,11 @@ def serving_runtime(config: ClusterDeployConfig) -> Any:
 
 
 def inference_service(
-    name: str, storage_uri: str, config: ClusterDeployConfig, labels: dict[str, str] | None = None
+    name: str,
+    storage_uri: str,
+    config: ClusterDeployConfig,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> Any:
     """The ``InferenceService`` serving the model files at ``storage_uri`` with ``config.runtime``."""
     from kserve import (
@@ -297,7 +301,7 @@ def inference_service(
             name=name,
             namespace=config.namespace,
             labels={**PART_OF_LABEL, **(labels or {})},
-            annotations={DEPLOYMENT_MODE_ANNOTATION: config.deployment_mode},
+            annotations={**(annotations or {}), DEPLOYMENT_MODE_ANNOTATION: config.deployment_mode},
         ),
         spec=V1beta1InferenceServiceSpec(predictor=predictor),
     )
