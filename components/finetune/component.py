@@ -3,7 +3,6 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from bertops.cluster import PROFILE_NAMESPACE
 from bertops.images import CUDA_IMAGE
 
 
@@ -18,6 +17,7 @@ def finetune(
     warmup_ratio: float,
     weight_decay: float,
     seed: int,
+    namespace: str,
     model: Output[Model],
     metrics: Output[Metrics],
     grad_accumulation: int = 1,
@@ -30,7 +30,6 @@ def finetune(
     num_nodes: int = 1,
     gpus_per_node: int = 1,
     workspace_pvc: str = "",
-    namespace: str = PROFILE_NAMESPACE,
     run_name: str = "",
     candidate_id: str = "",
 ) -> None:
