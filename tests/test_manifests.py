@@ -39,8 +39,8 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    return k8s_tools.load_crd_schemas(k8s_tools.kserve_crd_dir())
+def crd_schemas(kserve_crd_schemas: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return kserve_crd_schemas
 
 
 def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
