@@ -9,7 +9,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import urllib3
@@ -195,9 +195,12 @@ class RecordedTransport:
     def __init__(self, responses: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
         self.responses = {method: list(answers) for method, answers in responses.items()}
         self.requests: list[tuple[str, str, Any]] = []
+        self.queries: list[dict[str, str]] = []
 
-    def request(self, method: str, url: str, body: Any = None, **_: Any) -> urllib3.HTTPResponse:
-        self.requests.append((method, urlsplit(url).path, json.loads(body) if body else None))
+    def request(self, method: str, url: str, body: Any = None, fields: Any = None, **_: Any) -> urllib3.HTTPResponse:
+        parts = urlsplit(url)
+        self.requests.append((method, parts.path, json.loads(body) if body else None))
+        self.queries.append(dict(parse_qsl(parts.query)) or dict(fields or []))
         answers = self.responses[method]
         status, payload = answers.pop(0) if len(answers) > 1 else answers[0]
         return urllib3.HTTPResponse(
@@ -227,6 +230,7 @@ def condition(kind: str, status: str = "True", reason: str = "", message: str = 
 
 
 TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/bertops/trainjobs"
+PYTORCHJOBS = "/apis/kubeflow.org/v1/namespaces/bertops/pytorchjobs"
 
 
 def test_submit_creates_the_job_and_waits_until_complete() -> None:
@@ -252,6 +256,55 @@ def test_a_retried_step_waits_for_the_job_it_submitted_before() -> None:
     transport = RecordedTransport({"POST": [(409, conflict)], "GET": [(200, stored(manifest, [condition("Running")]))]})
     submit(client_with(transport), manifest)
     assert [m for m, _, _ in transport.requests] == ["POST", "GET"]
+
+
+NOT_FOUND = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+CONFLICT = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}
+
+
+@pytest.mark.parametrize(("kind", "plural"), [("TrainJob", TRAINJOBS), (PYTORCHJOB, PYTORCHJOBS)])
+def test_a_retried_step_replaces_a_job_that_failed(kind: str, plural: str) -> None:
+    """A retry must not re-attach to the failed job of the first try (issue 11, finding 9).
+
+    Both operators mark the end of a failed job with the condition type ``Failed`` (kubeflow/trainer
+    pkg/apis/trainer/v1alpha1/trainjob_types.go ``TrainJobFailed``; kubeflow/training-operator
+    v1.9.0 pkg/apis/kubeflow.org/v1/common_types.go ``JobFailed``), success with ``Complete`` /
+    ``Succeeded`` (``TrainJobComplete``, ``JobSucceeded``).
+    """
+    manifest = job_manifest(NAME, FINETUNE, TrainJobConfig(kind=kind))
+    failed = stored(manifest, [condition("Failed", reason="BackoffLimitExceeded", message="pod OOMKilled")])
+    deleting = copy.deepcopy(failed)
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-22T10:05:00Z"
+    transport = RecordedTransport(
+        {
+            "POST": [(409, CONFLICT), (201, stored(manifest))],
+            "GET": [(200, failed), (200, deleting), (404, NOT_FOUND)],
+            "DELETE": [(200, deleting)],
+        }
+    )
+    submit(client_with(transport), manifest, poll_interval=0)
+    item = f"{plural}/{NAME}"
+    assert [(m, p) for m, p, _ in transport.requests] == [
+        ("POST", plural),
+        ("GET", item),
+        ("DELETE", item),
+        ("GET", item),
+        ("GET", item),
+        ("POST", plural),
+    ]
+    assert transport.queries[2] == {"propagationPolicy": "Foreground"}
+    assert transport.requests[-1][2] == manifest
+
+
+@pytest.mark.parametrize(("kind", "succeeded"), [("TrainJob", "Complete"), (PYTORCHJOB, "Succeeded")])
+def test_a_retried_step_keeps_a_job_that_succeeded(kind: str, succeeded: str) -> None:
+    manifest = job_manifest(NAME, FINETUNE, TrainJobConfig(kind=kind))
+    done = stored(manifest, [condition(succeeded)])
+    transport = RecordedTransport({"POST": [(409, CONFLICT)], "GET": [(200, done)]})
+    api = client_with(transport)
+    assert submit(api, manifest, poll_interval=0) == done
+    assert wait_finished(api, kind, "bertops", NAME, timeout=5, poll_interval=0) == done
+    assert [m for m, _, _ in transport.requests] == ["POST", "GET", "GET"]
 
 
 def test_a_failed_job_fails_the_step_with_the_operators_reason() -> None:

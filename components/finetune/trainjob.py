@@ -11,7 +11,8 @@ job runs the same loop with DistributedDataParallel. The job's pods and the pipe
 a workspace volume (a ReadWriteMany PVC): the step copies the tokenized data there, the job
 writes checkpoints and the model there, and the step copies the model back into its output
 artifact. A job restarted after a pod loss resumes from its newest checkpoint, and a retried
-pipeline task finds the job it submitted before (same name) instead of starting another one.
+pipeline task finds the job it submitted before (same name) instead of starting another one;
+if that job failed, the retry deletes it and submits a fresh one (resuming from the checkpoint).
 
 The objects are built from typed models: the Kubernetes client's for pod parts, the
 ``kubeflow-trainer-api`` models for the TrainJob and the ``kubeflow-training`` SDK's for the
@@ -319,37 +320,92 @@ def _api_error(exc: Exception) -> str:
     return f"{getattr(exc, 'status', '')} {message or getattr(exc, 'reason', exc)}".strip()
 
 
-def submit(api: ApiClient, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Create the job; when one of that name exists (a retried pipeline task) use it as it is."""
-    from kubernetes.client import CustomObjectsApi
-    from kubernetes.client.exceptions import ApiException
-
-    group, version, plural = API[manifest["kind"]]
-    meta = manifest["metadata"]
-    objects = CustomObjectsApi(api)
-    try:
-        return dict(objects.create_namespaced_custom_object(group, version, meta["namespace"], plural, manifest))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise BertopsError(
-                f"{manifest['kind']} {meta['namespace']}/{meta['name']} was refused: {_api_error(exc)}"
-            ) from exc
-    log.info(
-        "%s %s/%s exists already (a retried step): waiting for it", manifest["kind"], meta["namespace"], meta["name"]
+def failure(job: dict[str, Any]) -> str:
+    """The operator's reason when ``job`` failed (its ``Failed`` condition is True), else ''."""
+    failed: dict[str, Any] = next(
+        (c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == FAILED), {}
     )
-    return dict(objects.get_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"]))
+    if failed.get("status") != "True":
+        return ""
+    return ": ".join(filter(None, (failed.get("reason"), failed.get("message")))) or "no reason given"
 
 
 def finished(job: dict[str, Any]) -> bool:
     """True once the job succeeded; ``BertopsError`` with the operator's reason once it failed."""
+    reason = failure(job)
+    if reason:
+        raise BertopsError(
+            f"{job['kind']} {job['metadata']['name']} failed ({reason}); a retry of the step deletes it and "
+            "submits a fresh one"
+        )
     conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
-    if conditions.get(SUCCEEDED[job["kind"]], {}).get("status") == "True":
-        return True
-    failed = conditions.get(FAILED, {})
-    if failed.get("status") == "True":
-        reason = ": ".join(filter(None, (failed.get("reason"), failed.get("message")))) or "no reason given"
-        raise BertopsError(f"{job['kind']} {job['metadata']['name']} failed ({reason})")
-    return False
+    return bool(conditions.get(SUCCEEDED[job["kind"]], {}).get("status") == "True")
+
+
+def delete_job(api: ApiClient, kind: str, namespace: str, name: str, timeout: float, poll_interval: float) -> None:
+    """Delete the job and its pods, and return once the API server no longer has it (a name to reuse)."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    group, version, plural = API[kind]
+    objects = CustomObjectsApi(api)
+    try:
+        # Foreground: the job goes only after its pods, so the fresh one does not queue behind them for GPUs.
+        objects.delete_namespaced_custom_object(
+            group, version, namespace, plural, name, propagation_policy="Foreground"
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise BertopsError(f"cannot delete the failed {kind} {namespace}/{name}: {_api_error(exc)}") from exc
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            objects.get_namespaced_custom_object(group, version, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+        if time.monotonic() >= deadline:
+            raise BertopsError(f"the failed {kind} {namespace}/{name} was not gone {timeout:g}s after its deletion")
+        time.sleep(poll_interval)
+
+
+def submit(
+    api: ApiClient, manifest: dict[str, Any], timeout: float = 600.0, poll_interval: float = 5.0
+) -> dict[str, Any]:
+    """Create the job. When one of that name exists (a retried pipeline task) use it as it is,
+    unless it failed: then delete it and create a fresh one, which resumes from the newest
+    checkpoint on the workspace volume."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    kind = manifest["kind"]
+    group, version, plural = API[kind]
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    objects = CustomObjectsApi(api)
+
+    def create() -> dict[str, Any] | None:
+        try:
+            return dict(objects.create_namespaced_custom_object(group, version, namespace, plural, manifest))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise BertopsError(f"{kind} {namespace}/{name} was refused: {_api_error(exc)}") from exc
+        return None
+
+    created = create()
+    if created is not None:
+        return created
+    existing = dict(objects.get_namespaced_custom_object(group, version, namespace, plural, name))
+    reason = failure(existing)
+    if not reason:
+        log.info("%s %s/%s exists already (a retried step): waiting for it", kind, namespace, name)
+        return existing
+    log.info("%s %s/%s failed before (%s): deleting it to submit a fresh one", kind, namespace, name, reason)
+    delete_job(api, kind, namespace, name, timeout, poll_interval)
+    created = create()
+    if created is None:
+        raise BertopsError(f"{kind} {namespace}/{name} was created again by someone else while it was replaced")
+    return created
 
 
 def wait_finished(
@@ -398,7 +454,7 @@ def train_on_cluster(
         )
     shutil.copytree(tokenized_dir, job_dir / "tokenized", dirs_exist_ok=True)
     manifest = job_manifest(name, finetune, job)
-    submit(api, manifest)
+    submit(api, manifest, poll_interval=poll_interval)
     log.info(
         "submitted %s %s/%s (%d node(s) x %d GPU(s))", job.kind, job.namespace, name, job.num_nodes, job.gpus_per_node
     )
