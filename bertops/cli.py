@@ -50,20 +50,28 @@ def cmd_run(args: argparse.Namespace) -> None:
     from pipelines.run_local import run_local
 
     config = _absolute(cfg.from_namespace(args))
+    if args.runner == "docker" and config.serve.deploy_target == "local":
+        # A server started inside a step's container would die with it.
+        config = config.replace(deploy_target="docker")
     config.to_arguments()  # a malformed JSON setting fails here, before any work
     root = Path.cwd()
     started = time.perf_counter()
     default_data = Path(config.data.data_path) == root / "data" and (root / "data.dvc").is_file()
     if default_data and not config.data.data_remote and not dvc_data.is_clean(root):
         log.info("data: %s", dvc_data.pull(root))
-    log.info("running the pipeline on the embedded runtime (kfp.local, subprocess runner)")
-    result = run_local(config, git_commit=_git_commit(root), verbose=args.verbose)
-    minutes = (time.perf_counter() - started) / 60
+    log.info("running the pipeline on the embedded runtime (kfp.local, %s runner)", args.runner)
+    result = run_local(config, git_commit=_git_commit(root), verbose=args.verbose, runner=args.runner)
     name, state = config.registry.model_name, config.registry.state_dir
     client = open_client(config.registry.tracking_uri, state)
     metrics = version_metrics(client, name, result.version)
     version = client.get_model_version(name, result.version)
     promoted = version.tags.get("promoted") == "true"
+    if promoted and config.serve.deploy_target == "docker":
+        from components.deploy.deploy_docker import deploy_docker
+
+        log.info("serving version %s from the serving image", result.version)
+        deploy_docker(name, result.version, state, config.registry.tracking_uri)
+    minutes = (time.perf_counter() - started) / 60
     lines = [
         "",
         "bertops run: summary",
@@ -135,7 +143,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
     )
     package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
     arguments = {**run_arguments(args), "git_commit": _git_commit(Path.cwd())}
-    run_id = submit(args.host, package, arguments, args.experiment, args.run_name, args.service_account)
+    run_id = submit(
+        args.host, package, arguments, args.experiment, args.run_name, args.service_account, run.serve.namespace
+    )
     print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r}")
 
 
@@ -219,11 +229,17 @@ def cmd_models(args: argparse.Namespace) -> None:
     else:
         version = models.rollback(name, state, uri)
     print(f"{name}: champion is now version {version}")
-    # A local endpoint of this model follows the champion.
-    if args.deploy_target == "local" and any(e.name == name for e in endpoints.list_endpoints(state)):
-        from components.deploy.deploy import deploy_local
+    # A local endpoint of this model follows the champion, in a container if it runs in one.
+    current = next((e for e in endpoints.list_endpoints(state) if e.name == name), None)
+    if args.deploy_target == "local" and current is not None:
+        if current.container:
+            from components.deploy.deploy_docker import deploy_docker
 
-        served = deploy_local(name, version, state, uri)
+            served = deploy_docker(name, version, state, uri)
+        else:
+            from components.deploy.deploy import deploy_local
+
+            served = deploy_local(name, version, state, uri)
         print(f"endpoint {name} now serves version {version} at {served.url}")
 
 
@@ -251,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local) and deploy locally")
+    run.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="subprocess: every step in this Python environment (default); docker: every step in its "
+        "container image (build them with `make images`), and the winner served from the serving image",
+    )
     cfg.add_arguments(run)
     run.set_defaults(func=cmd_run)
 

@@ -36,8 +36,10 @@ def source_tag() -> str:
 
 
 TAG = os.environ.get("BERTOPS_IMAGE_TAG") or source_tag()
-CPU_IMAGE = os.environ.get("BERTOPS_CPU_IMAGE", f"{REPOSITORY}/bertops-cpu:{TAG}")
-CUDA_IMAGE = os.environ.get("BERTOPS_CUDA_IMAGE", f"{REPOSITORY}/bertops-cuda:{TAG}")
+# docker/build.sh bakes both names into the images, so a step in a pod (the deploy step names
+# the serving image) sees the names it was built under, not the bare version.
+CPU_IMAGE = os.environ.get("BERTOPS_CPU_IMAGE") or f"{REPOSITORY}/bertops-cpu:{TAG}"
+CUDA_IMAGE = os.environ.get("BERTOPS_CUDA_IMAGE") or f"{REPOSITORY}/bertops-cuda:{TAG}"
 
 # The Dockerfile of each image, relative to the repository root (the build context).
 DOCKERFILES = {CPU_IMAGE: "docker/cpu.Dockerfile", CUDA_IMAGE: "docker/cuda.Dockerfile"}

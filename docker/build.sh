@@ -14,6 +14,7 @@ which="${1:-cpu}"
 push="${2:-}"
 cli="$(docker/engine.sh)"
 image_for() { "$python" -m bertops.images | awk -v f="docker/$1.Dockerfile" '$2 == f {print $1}'; }
+names=(--build-arg "BERTOPS_CPU_IMAGE=$(image_for cpu)" --build-arg "BERTOPS_CUDA_IMAGE=$(image_for cuda)")
 
 build_cpu() {
   local image base official
@@ -30,12 +31,12 @@ build_cpu() {
   fi
   docker/wheelhouse.sh "$python"
   echo "building $image on $base" >&2
-  DOCKER_BUILDKIT=1 "$cli" build --network host --build-arg "BASE_IMAGE=$base" \
+  DOCKER_BUILDKIT=1 "$cli" build --network host --build-arg "BASE_IMAGE=$base" "${names[@]}" \
     --file docker/cpu.Dockerfile --tag "$image" .
 }
 
 build_cuda() {
-  DOCKER_BUILDKIT=1 "$cli" build --network host --file docker/cuda.Dockerfile --tag "$(image_for cuda)" .
+  DOCKER_BUILDKIT=1 "$cli" build --network host "${names[@]}" --file docker/cuda.Dockerfile --tag "$(image_for cuda)" .
 }
 
 case "$which" in

@@ -58,6 +58,11 @@ WORKDIR /home/bertops/project
 COPY --chown=10001:10001 data.dvc ./
 COPY --chown=10001:10001 .dvc/config .dvc/config
 COPY --chown=10001:10001 docker/dvc-config.local .dvc/config.local
+# The names docker/build.sh built both images under (bertops/images.py reads them in a pod).
+ARG BERTOPS_CPU_IMAGE=""
+ARG BERTOPS_CUDA_IMAGE=""
+ENV BERTOPS_CPU_IMAGE=${BERTOPS_CPU_IMAGE} \
+    BERTOPS_CUDA_IMAGE=${BERTOPS_CUDA_IMAGE}
 WORKDIR /home/bertops
 USER 10001:10001
 EXPOSE 8080

@@ -59,6 +59,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     TOKENIZERS_PARALLELISM=false \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The names docker/build.sh built both images under (bertops/images.py reads them in a pod).
+ARG BERTOPS_CPU_IMAGE=""
+ARG BERTOPS_CUDA_IMAGE=""
+ENV BERTOPS_CPU_IMAGE=${BERTOPS_CPU_IMAGE} \
+    BERTOPS_CUDA_IMAGE=${BERTOPS_CUDA_IMAGE}
 WORKDIR /home/bertops
 USER 10001:10001
 EXPOSE 8080

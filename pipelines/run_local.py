@@ -79,6 +79,19 @@ class _StepLogFilter(io.TextIOBase):
 RUNNERS = ("subprocess", "docker")
 
 
+def _drop_handlers_writing_to(stream_type: type) -> None:
+    """Remove log handlers that libraries attached to the run's redirected stdout while it ran:
+    that stream is closed once the run ends, and later log lines would fail to write."""
+    loggers = [
+        logging.getLogger(),
+        *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(getattr(handler, "stream", None), stream_type):
+                logger.removeHandler(handler)
+
+
 def _others_can_read(path: Path) -> bool:
     mode = path.stat().st_mode
     return bool(mode & 0o004) and (not path.is_dir() or bool(mode & 0o001))
@@ -172,6 +185,7 @@ def run_local(
                 os.environ.pop(ERROR_FILE_ENV, None)
             else:
                 os.environ[ERROR_FILE_ENV] = previous
+    _drop_handlers_writing_to(_StepLogFilter)
     outputs = task.outputs
     return LocalRunResult(
         data_version=str(outputs["data_version"]),

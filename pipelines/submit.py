@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bertops.cluster import PIPELINE_SERVICE_ACCOUNT
+from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
 from bertops.errors import BertopsError
 
 
@@ -17,8 +17,12 @@ def submit(
     experiment: str = "bertops",
     run_name: str | None = None,
     service_account: str = PIPELINE_SERVICE_ACCOUNT,
+    namespace: str = PROFILE_NAMESPACE,
 ) -> str:
     """Create a run of ``package`` on the KFP server at ``host``; returns the run id.
+
+    In multi-user Kubeflow the experiment and the run belong to the profile ``namespace``
+    (KFP refuses a run without one there); standalone KFP ignores it.
 
     The run's pods, KFP's driver and launcher among them, run as ``service_account``: it needs
     what KFP's own pipeline-runner role grants, and the Roles bertops.cluster binds to it.
@@ -30,12 +34,13 @@ def submit(
 
     warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
     try:
-        client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"))
+        client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"), namespace=namespace)
         result = client.create_run_from_pipeline_package(
             str(package),
             arguments=arguments,
             run_name=run_name,
             experiment_name=experiment,
+            namespace=namespace,
             service_account=service_account or None,
         )
     except Exception as exc:

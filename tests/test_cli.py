@@ -104,7 +104,7 @@ def test_submit_sends_the_run_as_the_profile_account_with_the_commit_and_the_vol
     run as, the compile options, the run parameters, which pass the API server's type check
     (kubeflow/pipelines backend/src/apiserver/template/v2_template.go, validatePipelineJobInputs)."""
     from bertops.cli import main
-    from bertops.cluster import PIPELINE_SERVICE_ACCOUNT
+    from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
 
     api = _KfpApi()
     try:
@@ -117,6 +117,12 @@ def test_submit_sends_the_run_as_the_profile_account_with_the_commit_and_the_vol
     assert code == 0
     run = api.created_run()
     assert run["service_account"] == PIPELINE_SERVICE_ACCOUNT == "default-editor"
+    # Multi-user KFP files the run under its experiment's profile namespace; without one it
+    # refuses the experiment (the client's default namespace is "kubeflow").
+    touched = [(path, body) for _, path, body in api.requests if "/experiments" in path]
+    assert touched and all(
+        PROFILE_NAMESPACE in path or body.get("namespace") == PROFILE_NAMESPACE for path, body in touched
+    ), touched
     parameters = run["runtime_config"]["parameters"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert parameters["git_commit"].startswith(commit)

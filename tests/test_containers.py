@@ -55,6 +55,9 @@ def test_image_runs_the_project_as_its_non_root_user(engine: Any) -> None:
     assert _run_in_image(engine, "id", "-u").strip() == "10001"
     probe = "import bertops, components, pipelines, serving, kfp, torch, kserve; print(torch.__version__)"
     assert _run_in_image(engine, "python", "-c", probe).strip().endswith("+cpu")
+    # A step in a pod names the serving image (the deploy step): it must be the one built, not 0.1.0.
+    names = "from bertops.images import CPU_IMAGE, CUDA_IMAGE; print(CPU_IMAGE, CUDA_IMAGE)"
+    assert _run_in_image(engine, "python", "-c", names).split() == [CPU_IMAGE, CUDA_IMAGE]
     # The DVC project directory belongs to the user: `dvc pull` can create data/ there.
     assert _run_in_image(engine, "sh", "-c", "touch /home/bertops/project/probe && echo ok").strip() == "ok"
 
@@ -133,6 +136,27 @@ def test_pipeline_runs_in_containers_and_the_winner_serves_from_the_image(
         assert v2.status_code == 200, v2.text
         assert {o["name"] for o in v2.json()["outputs"]} == {"label", "probabilities"}
         assert "endpoint" in result.stdout and "ctr-news" in result.stdout
+
+        # Promoting (here: again) redeploys the champion in a new container, then stops the old one.
+        promoted = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bertops.cli",
+                *["models", "promote", "1", "--model-name", "ctr-news"],
+                "--state-dir",
+                str(state),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert promoted.returncode == 0, promoted.stderr
+        replaced = endpoints.get("ctr-news", state)
+        assert replaced.container and replaced.container != endpoint.container
+        assert not containers.container_running(endpoint.container)
+        assert requests.post(replaced.v1_predict_url, json={"instances": ["Rain."]}, timeout=60).status_code == 200
+        endpoint = replaced
 
         listed = subprocess.run(
             [sys.executable, "-m", "bertops.cli", "endpoints", "list", "--state-dir", str(state)],
