@@ -1,11 +1,13 @@
 # CUDA image of the GPU steps: fine-tuning, and serving (the ServingRuntime's image).
 # Build from the repository root with docker/build.sh: it tags the image with the name in
 # bertops/images.py. torch 2.13.0 from PyPI is built for CUDA 13.0 and brings its own CUDA
-# and cuDNN libraries; the base matches it and needs an NVIDIA driver >= 580 on the node.
+# and cuDNN libraries (nvidia-* wheels), so the base is CUDA's smallest flavour, `base`: it keeps
+# the NVIDIA_* variables the container toolkit reads, and no second copy of CUDA and cuDNN that
+# nothing loads (the cudnn-runtime flavour adds several GB). It needs an NVIDIA driver >= 580.
 
 FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
 
-FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu22.04 AS builder
+FROM nvidia/cuda:13.0.2-base-ubuntu22.04 AS builder
 ARG PYTHON_VERSION=3.11.14
 # The torch pin of pyproject.toml (the PyPI build is the CUDA one).
 ARG TORCH_VERSION=2.13.0
@@ -37,10 +39,17 @@ RUN pip install . \
  && { pip check || true; } | { grep -v -x -f /tmp/pip-check-allowed.txt || true; } | tee /tmp/pip-check.txt \
  && test ! -s /tmp/pip-check.txt
 
-FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu22.04
+FROM nvidia/cuda:13.0.2-base-ubuntu22.04
 LABEL org.opencontainers.image.title="bertops-cuda" \
       org.opencontainers.image.description="bertops fine-tuning and serving (CUDA)" \
       org.opencontainers.image.licenses="Apache-2.0"
+# `--compile true` on a GPU: Triton compiles a small C launcher at run time and needs a C
+# compiler and libc headers (PyTorch's own CUDA images carry gcc for the same reason). The only
+# build tool in this stage, on purpose; finetune refuses --compile where none is found.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 # A fixed numeric UID so that runAsNonRoot can verify it; HOME holds the caches.
 RUN groupadd --gid 10001 bertops \
  && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/bertops --shell /usr/sbin/nologin bertops
