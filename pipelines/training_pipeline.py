@@ -23,6 +23,8 @@ from components.validate.component import validate
 PIPELINE_NAME = "bertops-text-classifier"
 # Where a pipeline compiled with a workspace volume mounts it in the finetune pods.
 WORKSPACE_MOUNT = "/workspace"
+# Shared memory of the finetune pod (the TrainJob pods' size, TrainJobConfig.shm_size).
+SHM_SIZE = "2Gi"
 
 
 def use_secret(task: Any, secret: cluster.SecretSpec) -> None:
@@ -182,6 +184,8 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: s
                 namespace=namespace,
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 candidate_id=candidate.id,
+                # Above 0 the task must train on CUDA (a pod whose GPU does not work fails, loudly).
+                pod_gpus=validated.outputs["finetune_gpus"],
             )
             # Fine-tuning is the GPU step, placed by run parameters. The local runner ignores these
             # (resources with a warning, Kubernetes settings silently); on a cluster they put the
@@ -194,6 +198,11 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: s
             trained.register_pipeline_channels([finetune_accelerator, gpu_count])
             kubernetes.add_node_selector_json(trained, finetune_node_selector)
             kubernetes.add_toleration_json(trained, finetune_tolerations)
+            # DataLoader workers hand batches over through /dev/shm, which a container caps at
+            # 64 MiB: a memory-backed volume there, as the TrainJob pods get.
+            kubernetes.empty_dir_mount(
+                trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE
+            )
             if workspace_pvc:
                 kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=WORKSPACE_MOUNT)
             if finetune_retries:

@@ -113,6 +113,17 @@ def test_every_task_input_is_declared_by_its_parent_dag(tmp_path: Path, option_s
     assert unresolvable_inputs(spec, platform) == []
 
 
+@pytest.mark.parametrize("option_set", sorted(COMPILE_OPTIONS))
+def test_the_finetune_pod_gets_memory_backed_shared_memory(tmp_path: Path, option_set: str) -> None:
+    """DataLoader workers pass batches through /dev/shm (64 MiB in a container by default). The
+    driver (backend/src/v2/driver/k8s.go, ``GetEmptyDirMounts``) makes each ``emptyDirMounts``
+    entry a pod volume with its medium and size limit, mounted in the task's container."""
+    _, platform = _compile(tmp_path, *COMPILE_OPTIONS[option_set])
+    assert platform["exec-finetune"]["emptyDirMounts"] == [
+        {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "2Gi"}
+    ]
+
+
 def test_the_checker_sees_an_undeclared_loop_input(tmp_path: Path) -> None:
     """kfp 2.17's set_accelerator_* with run parameters in a ParallelFor: the shape the driver refuses."""
     from kfp import compiler, dsl

@@ -70,7 +70,8 @@ def test_trainjob_runs_the_loop_on_gpu_nodes_with_the_shared_workspace() -> None
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4"
     paths, finetune = parsed_command(trainer["command"])
     assert paths == {"tokenized": Path(f"/workspace/{NAME}/tokenized"), "out": Path(f"/workspace/{NAME}/model")}
-    assert finetune == dataclasses.replace(FINETUNE, checkpoint_dir=f"/workspace/{NAME}/checkpoints")
+    # Pods given GPUs train on them or fail; "auto" would fall back to CPUs and gloo unnoticed.
+    assert finetune == dataclasses.replace(FINETUNE, checkpoint_dir=f"/workspace/{NAME}/checkpoints", device="cuda")
 
     (patch,) = spec["runtimePatches"]
     (replicated,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
@@ -125,7 +126,7 @@ def test_pytorchjob_has_a_master_and_workers_with_a_valid_pod() -> None:
         assert pod_spec["nodeSelector"] == {"pool": "a100"}
         assert pod_spec["tolerations"] == PLACEMENT.tolerations
         _, finetune = parsed_command(container["command"])
-        assert finetune.max_steps == 600 and finetune.patience == 3
+        assert finetune.max_steps == 600 and finetune.patience == 3 and finetune.device == "cuda"
         assert k8s_tools.schema_errors(pod_from(pod_spec), {}) == []
 
 
@@ -137,6 +138,8 @@ def test_single_node_pytorchjob_has_no_workers_and_cpu_only_asks_for_no_gpu() ->
     pod_spec = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert "nvidia.com/gpu" not in pod_spec["containers"][0]["resources"]["limits"]
     assert "nodeSelector" not in pod_spec and "tolerations" not in pod_spec
+    _, finetune = parsed_command(pod_spec["containers"][0]["command"])
+    assert finetune.device == "auto"
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ def finetune(
     workspace_pvc: str = "",
     run_name: str = "",
     candidate_id: str = "",
+    pod_gpus: str = "0",
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
@@ -43,10 +44,16 @@ def finetune(
     directory below it. Left empty, checkpoints live beside the model only for the task's
     lifetime and are removed once it succeeds. The model directory holds ``training.json``
     (the run's record and per-evaluation history) and ``curves.png``.
+
+    ``pod_gpus`` is the GPU count this task's pod asked for (as the string the KFP driver reads
+    it as). In a Kubernetes pod a count above 0 makes ``local`` training require CUDA: a broken
+    driver fails the task instead of training on the CPU while holding the GPU. Local runners
+    ignore the request, so there the device stays ``auto``.
     """
     import shutil
     from pathlib import Path
 
+    from bertops.config import in_pod
     from bertops.step import step
     from components.finetune.finetune import FinetuneConfig, checkpoint_location, train
     from components.finetune.trainjob import TrainJobConfig, check_launcher, job_namespace, train_on_cluster
@@ -72,6 +79,7 @@ def finetune(
             checkpoint_every=checkpoint_every,
             eval_every=eval_every,
             patience=patience,
+            device="cuda" if launcher == "local" and in_pod() and int(pod_gpus or "0") > 0 else "auto",
         )
         out = Path(model.path)
         if launcher == "local":

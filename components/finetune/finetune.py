@@ -19,7 +19,6 @@ import logging
 import math
 import random
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from bertops.batching import length_grouped_batches, pad_batch, predict_proba, shard_steps
 from bertops.config import DEFAULT_BASE_MODEL
-from bertops.device import PRECISIONS, autocast_dtype
+from bertops.device import PRECISIONS, DeviceClock, autocast_dtype, compile_toolchain_problem, precision_name
 from bertops.errors import BertopsError
 from bertops.model_source import load_tokenizer, resolve_model_source
 from components.finetune import checkpoint
@@ -225,6 +224,11 @@ class TrainingRun:
         from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
         from transformers import set_seed as hf_set_seed
 
+        if config.compile:
+            # Refused here, before minutes of loading, not at the first step's kernel build.
+            problem = compile_toolchain_problem(device)
+            if problem:
+                raise BertopsError(problem)
         self.config, self.ctx, self.device, self.out_dir = config, ctx, device, out_dir
         self.checkpoint_dir = checkpoint_location(out_dir, config)
         # The same seed on every rank: identical head init, batch order and (per rank) dropout stream.
@@ -242,6 +246,9 @@ class TrainingRun:
             num_labels=len(names),
             id2label=dict(enumerate(names)),
             label2id={name: i for i, name in enumerate(names)},
+            # transformers 5 loads in the checkpoint's saved dtype by default (dtype="auto"): an fp16
+            # checkpoint would train fp16 weights. The master weights are fp32; autocast does the rest.
+            dtype=torch.float32,
         ).to(device)
         # from_pretrained returns the model in eval mode: training needs dropout on.
         self.model.train()
@@ -273,7 +280,7 @@ class TrainingRun:
         self.resumed_from = self._resume()
         # This process's throughput counters (not restored: they describe this invocation).
         self.samples_done = self.tokens_done = 0
-        self.train_seconds = 0.0
+        self.clock = DeviceClock(device)
 
         self.runner: Any = self.model
         if ctx.distributed:
@@ -326,6 +333,9 @@ class TrainingRun:
             "weight_decay": c.weight_decay,
             "world_size": self.ctx.world_size,
             "train_rows": len(self.train_ids),
+            # Resolved, not as asked: "auto" is bf16 on one GPU and fp16 on another, and an fp16
+            # run cannot take a bf16 run's (empty) grad scaler state.
+            "precision": precision_name(self.amp),
         }
 
     def _rank_state(self) -> dict[str, Any]:
@@ -485,9 +495,11 @@ class TrainingRun:
     def steps(self) -> Iterator[int]:
         """Train to the end (or an early stop), yielding the step number after every optimizer step.
 
-        Evaluations and checkpoints happen inside, on their schedule. Time is counted per step,
-        batch loading included and evaluation, checkpoints and the caller's time between steps
-        left out, so a caller may interleave other work (the benchmark does).
+        Evaluations and checkpoints happen inside, on their schedule. Training time is counted
+        with batch loading included and evaluation, checkpoints and the caller's time between
+        steps left out, so a caller may interleave other work (the benchmark does). On a GPU the
+        clock waits for the device only around evaluations, checkpoints and progress reports,
+        never at every step.
         """
         from tqdm import tqdm
 
@@ -508,13 +520,12 @@ class TrainingRun:
                 plan = self._epoch_plan(self.epoch)
                 batches = iter(self._loader(plan[self.epoch_step :]))
                 while True:
-                    started = time.perf_counter()
+                    self.clock.start()
                     micro_batches = next(batches, None)
                     if micro_batches is None:
                         break
                     self.tokens_done += self._train_step(micro_batches)
                     self.samples_done += sum(len(labels) for _, _, labels, _ in micro_batches)
-                    self.train_seconds += time.perf_counter() - started
                     self.step += 1
                     self.epoch_step += 1
                     self.samples_seen += step_samples
@@ -523,32 +534,48 @@ class TrainingRun:
                         self.epoch, self.epoch_step = self.epoch + 1, 0
                     last = self.step >= self.total_steps
                     if (c.eval_every and self.step % c.eval_every == 0) or (not c.eval_every and end_of_epoch) or last:
+                        self.clock.stop()
                         self._evaluate()
                     if last or self.stopped or (c.checkpoint_every and self.step % c.checkpoint_every == 0):
+                        self.clock.stop()
                         self._save_checkpoint()
                     bar.update()
+                    # Every step on CPUs; on GPUs reading the loss waits for the device, so only a
+                    # tenth of the time. Every rank takes this branch at the same steps.
                     if self.device.type != "cuda" or self.step % log_every == 0 or last:
-                        loss = (
-                            float(self.loss_sum) / self.loss_count
-                            if self.loss_count
-                            else self.history[-1]["train_loss"]
-                        )
-                        if not math.isfinite(loss):
-                            raise BertopsError(
-                                f"training diverged at step {self.step} (loss {loss}); lower the learning rate"
-                            )
-                        rate = self.samples_done * ctx.world_size / self.train_seconds
+                        self.clock.stop()
+                        loss = self._mean_loss()
+                        rate = self.samples_done * ctx.world_size / self.clock.seconds
                         bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{rate:.1f}")
                         if ctx.is_main and not interactive and (self.step % log_every == 0 or last):
                             log.info("step %d/%d  loss %.4f  %.1f samples/s", self.step, self.total_steps, loss, rate)
-                    yield self.step
+                    with self.clock.away():
+                        yield self.step
                     if last or self.stopped:
                         return
 
+    def _mean_loss(self) -> float:
+        """The training loss since the last evaluation, over all ranks; ``BertopsError`` once it is not finite.
+
+        Every rank must agree: one raising alone would leave the others waiting in their next
+        collective (with NCCL, until its timeout). The sum over ranks is non-finite on all of
+        them as soon as it is on one.
+        """
+        if not self.loss_count:
+            # Just evaluated: the history holds the mean over all ranks already.
+            loss = float(self.history[-1]["train_loss"])
+        else:
+            total, count = all_reduce_sum([float(self.loss_sum), float(self.loss_count)], self.ctx, self.device)
+            loss = total / count
+        if not math.isfinite(loss):
+            raise BertopsError(f"training diverged at step {self.step} (loss {loss}); lower the learning rate")
+        return loss
+
     def finish(self) -> TrainResult:
         """After ``steps()``: export from rank 0 and return the run's record (the same on every rank)."""
+        self.clock.stop()
         samples, tokens = all_reduce_sum([float(self.samples_done), float(self.tokens_done)], self.ctx, self.device)
-        return self._finish(samples, tokens, self.train_seconds)
+        return self._finish(samples, tokens, self.clock.seconds)
 
     def _finish(self, samples: float, tokens: float, seconds: float) -> TrainResult:
         """Export the model (the best one when early stopping is on) and the run's record from rank 0."""
@@ -567,7 +594,7 @@ class TrainingRun:
             samples_per_second=samples / seconds if seconds and samples else 0.0,
             train_seconds=seconds,
             device=str(self.device),
-            precision=str(self.amp).removeprefix("torch.") if self.amp else "fp32",
+            precision=precision_name(self.amp),
             tokens_per_second=tokens / seconds if seconds and tokens else 0.0,
             world_size=self.ctx.world_size,
             effective_batch_size=self.config.batch_size * self.config.grad_accumulation * self.ctx.world_size,

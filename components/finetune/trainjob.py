@@ -305,6 +305,9 @@ def pytorch_job(name: str, command: list[str], config: TrainJobConfig) -> Any:
 def job_manifest(name: str, finetune: FinetuneConfig, config: TrainJobConfig) -> dict[str, Any]:
     """The JSON/YAML form of the job ``config.kind`` that runs ``finetune`` in ``name``'s workspace."""
     check_job_config(config)
+    if config.gpus_per_node:
+        # Pods given GPUs train on them or fail: "auto" would fall back to CPUs and gloo unnoticed.
+        finetune = dataclasses.replace(finetune, device="cuda")
     command = trainer_command(finetune, workspace(config, name))
     if config.kind == TRAINJOB:
         return dict(train_job(name, command, config).to_dict())
