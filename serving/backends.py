@@ -69,7 +69,13 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CUDA execution provider on GPUs, the CPU one otherwise."""
+    """ONNX Runtime on the CUDA execution provider on GPUs, the CPU one otherwise.
+
+    ``provider`` is the execution provider the session actually runs on. ONNX Runtime does not
+    fail when the CUDA provider cannot start (CUDA or cuDNN libraries it cannot load, an
+    unsupported GPU): it logs the failure and builds the session on the CPU provider alone
+    (microsoft/onnxruntime#13414, #23372), so a caller that asked for CUDA must check it.
+    """
 
     def __init__(self, path: Path, device: torch.device, threads: int = 0):
         import onnxruntime as ort
@@ -84,7 +90,8 @@ class OnnxBackend:
         if device.type == "cuda":
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.name = f"onnxruntime ({self.session.get_providers()[0]})"
+        self.provider: str = self.session.get_providers()[0]
+        self.name = f"onnxruntime ({self.provider})"
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         (out,) = self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
@@ -105,15 +112,33 @@ def onnx_unusable(model_dir: Path, device: torch.device) -> str | None:
 
 
 def load_backend(model_dir: Path, config: ServingConfig) -> Backend:
-    """The backend ``config.backend`` asks for: ``auto`` takes ONNX Runtime whenever it can."""
+    """The backend ``config.backend`` asks for: ``auto`` takes ONNX Runtime whenever it can.
+
+    On a GPU, ONNX Runtime counts only when its session runs on the CUDA execution provider;
+    otherwise ``auto`` serves with PyTorch on the GPU and says why in a warning, and ``onnx``
+    refuses to start.
+    """
+    # Imports torch first, which loads its CUDA and cuDNN libraries into the process: that is how
+    # onnxruntime-gpu finds them in the CUDA image (onnxruntime/__init__.py, ``preload_dlls``).
     from bertops.device import pick_device
 
     device = pick_device(config.device)
     if config.backend in ("auto", "onnx"):
         reason = onnx_unusable(model_dir, device)
         if reason is None:
-            return OnnxBackend(model_dir / ONNX_FILE, device, config.threads)
+            onnx = OnnxBackend(model_dir / ONNX_FILE, device, config.threads)
+            if device.type != "cuda" or onnx.provider == "CUDAExecutionProvider":
+                return onnx
+            reason = (
+                f"onnxruntime could not start its CUDA execution provider, the session runs on {onnx.provider} "
+                "(onnxruntime's own log line above says why, usually a CUDA or cuDNN library it cannot load)"
+            )
+            # Its copy of the weights goes before PyTorch loads another.
+            del onnx
         if config.backend == "onnx":
             raise ValueError(f"backend onnx: {reason}")
-        log.info("serving with PyTorch: %s", reason)
+        if device.type == "cuda":
+            log.warning("serving with PyTorch on %s: %s", device, reason)
+        else:
+            log.info("serving with PyTorch: %s", reason)
     return TorchBackend(model_dir, device, config.precision, config.threads)

@@ -6,7 +6,8 @@
 - ``AccessMiddleware`` counts and times inference requests (Prometheus) and logs one
   structured line per request.
 - ``StrictDataPlane`` turns any failure to decode a request body (KServe's binary-tensor
-  parser raises ``KeyError``, ``ValueError`` ... on malformed input) into a 400.
+  parser raises ``KeyError``, ``ValueError`` ... on malformed input) into a 400, and names the
+  serving backend in the V2 model metadata's ``platform``.
 - ``validation_error`` answers V2 schema errors with a short 422 that does not echo the body;
   ``invalid_input`` answers 400 and logs one line, not a traceback, for a client's mistake.
 """
@@ -160,7 +161,16 @@ class AccessMiddleware:
 
 
 class StrictDataPlane(DataPlane):
-    """KServe's data plane; a request body it cannot decode is the client's error (400), not a 500."""
+    """KServe's data plane; a request body it cannot decode is the client's error (400), not a 500.
+
+    V2 model metadata names the backend that serves the model in ``platform`` (a model's
+    ``platform`` attribute), which KServe leaves empty.
+    """
+
+    async def model_metadata(self, model_name: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = await super().model_metadata(model_name)
+        platform = getattr(self.get_model_from_registry(model_name), "platform", "")
+        return {**metadata, "platform": platform or metadata["platform"]}
 
     def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
         try:

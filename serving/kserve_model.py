@@ -42,7 +42,17 @@ class TextClassifierModel(Model):
             size=len,
             on_batch=metrics.BATCH_SIZE.observe,
         )
+
+    @property
+    def platform(self) -> str:
+        """The backend serving the model (``onnxruntime (CUDAExecutionProvider)``, ``torch (cuda, bfloat16)``...)."""
+        return self.predictor.backend.name
+
+    def load(self) -> bool:
+        """Warm the backend up, then report ready: the first request finds it initialized."""
+        self.predictor.warm_up()
         self.ready = True
+        return self.ready
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}]

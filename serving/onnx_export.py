@@ -39,7 +39,9 @@ SINGLE_FILE_LIMIT_BYTES = 1_800_000_000
 
 
 class OnnxParityError(RuntimeError):
-    """ONNX Runtime's outputs differ from PyTorch's by more than the tolerance."""
+    """The export cannot be shown to match PyTorch: ONNX Runtime's outputs differ by more than
+    the tolerance, or no ONNX Runtime is installed to check them (the project without its
+    ``cpu`` or ``cuda`` extra)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ def export_onnx(model_dir: str | Path, tolerance: float = DEFAULT_TOLERANCE) -> 
 
     model_dir = Path(model_dir)
     path = model_dir / ONNX_FILE
+    try:
+        import onnxruntime  # noqa: F401 - only whether it can be imported
+    except ImportError as exc:
+        raise OnnxParityError(
+            f"{path}: not exported, onnxruntime is not installed to check it (install bertops[cpu])"
+        ) from exc
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)

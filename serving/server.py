@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
 
     kserve_model_server.RESTServer = rest_server_class(args.host, config)
     model = TextClassifierModel(args.model_name, TextClassifierPredictor(args.model_dir, config), config)
+    # Ready only after a warm-up batch; KServe serves only models that are ready when it starts.
+    model.load()
     server = ModelServer(
         http_port=args.http_port,
         enable_grpc=False,
