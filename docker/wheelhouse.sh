@@ -15,7 +15,7 @@ constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 "$python" -m pip freeze --exclude-editable | grep -v '^-e ' | grep -v ' @ ' >"$constraints"
 rm -f "$out"/bertops-*.whl
-"$python" -m pip wheel --quiet --wheel-dir "$out" --constraint "$constraints" "$torch_spec" . setuptools wheel
+"$python" -m pip wheel --quiet --wheel-dir "$out" --constraint "$constraints" "$torch_spec" ".[cpu]" setuptools wheel
 # shellcheck disable=SC2086 # one word per package
 "$python" -m pip wheel --quiet --wheel-dir "$out" --no-deps $data_packages
 echo "$out: $(find "$out" -name '*.whl' | wc -l) wheels, $(du -sh "$out" | cut -f1)"

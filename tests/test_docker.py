@@ -139,11 +139,13 @@ def test_cpu_image_installs_only_from_the_wheelhouse() -> None:
     runs = " ".join(stage.args("RUN"))
     installs = re.findall(r"pip install [^&]+", runs)
     assert installs and all("--no-index --find-links /wheels" in cmd for cmd in installs), installs
-    assert "pip install --no-index --find-links /wheels bertops" in runs
+    # The project with its `cpu` extra (onnxruntime), which docker/wheelhouse.sh put in the wheelhouse.
+    assert 'pip install --no-index --find-links /wheels "bertops[cpu]"' in runs
     assert "docker/wheelhouse /wheels" in stage.args("COPY")
     assert build_args(stage)["DATA_PACKAGES"] == _makefile_value("DATA_PACKAGES")
     wheelhouse = (REPO_ROOT / "docker" / "wheelhouse.sh").read_text()
     assert "DATA_PACKAGES" in wheelhouse and "TORCH_SPEC" in wheelhouse and "pip freeze" in wheelhouse
+    assert '"$torch_spec" ".[cpu]"' in wheelhouse
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert _makefile_value("TORCH_SPEC") in project["project"]["dependencies"]
     assert "kfp==2.17.0" in project["project"]["dependencies"]
@@ -152,7 +154,8 @@ def test_cpu_image_installs_only_from_the_wheelhouse() -> None:
 
 def test_cuda_image_installs_the_project_with_its_pins() -> None:
     stage = builder(DOCKERFILES[images.CUDA_IMAGE])
-    assert "pip install ." in " ".join(stage.args("RUN"))
+    # Its `cuda` extra: onnxruntime-gpu, never the CPU onnxruntime (both provide one module).
+    assert 'pip install ".[cuda]"' in " ".join(stage.args("RUN"))
     copied = {src for arg in stage.args("COPY") if not arg.startswith("--from") for src in arg.split()[:-1]}
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
