@@ -87,6 +87,19 @@ def trained_tiny(tokenized_small: Path, tiny_model: Path, tmp_path_factory: pyte
     return out
 
 
+@pytest.fixture(scope="session")
+def onnx_model(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny trained model with its ``model.onnx``, as the register step leaves it."""
+    import shutil
+
+    from serving.onnx_export import export_onnx
+
+    model_dir = tmp_path_factory.mktemp("onnx-model") / "model"
+    shutil.copytree(trained_tiny, model_dir)
+    export_onnx(model_dir)
+    return model_dir
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Iterator[Path]:
     """A fresh local state directory; endpoints started in it are stopped afterwards."""

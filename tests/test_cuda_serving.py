@@ -33,15 +33,6 @@ from serving.predictor import TextClassifierPredictor
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def onnx_model(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with its ``model.onnx``, as the register step leaves it."""
-    model_dir = tmp_path_factory.mktemp("cuda-serving") / "model"
-    shutil.copytree(trained_tiny, model_dir)
-    export_onnx(model_dir)
-    return model_dir
-
-
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """``torch.cuda`` reports one capability 9.0 GPU; modules moved to it stay on the CPU.
 

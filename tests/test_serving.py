@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +30,6 @@ from bertops.endpoints import Endpoint
 from components.deploy.deploy import deploy_local, free_port
 from components.register.register import register_model
 from serving.config import ServingConfig
-from serving.onnx_export import export_onnx
 from serving.predictor import TextClassifierPredictor, plan_batches
 from serving.server import parse_args
 
@@ -76,15 +74,6 @@ def test_server_flags_build_the_serving_config() -> None:
         parse_args(["--model-dir", "m", "--model-name", "n", "--backend", "tensorrt"])
     with pytest.raises(SystemExit):
         parse_args(["--model-dir", "m", "--model-name", "n", "--max-body-bytes", "0"])
-
-
-@pytest.fixture(scope="module")
-def onnx_model(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with ``model.onnx``, as the register step leaves it."""
-    model_dir = tmp_path_factory.mktemp("onnx-model") / "model"
-    shutil.copytree(trained_tiny, model_dir)
-    export_onnx(model_dir)
-    return model_dir
 
 
 @pytest.fixture(scope="module")
