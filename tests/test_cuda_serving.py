@@ -154,7 +154,8 @@ def test_export_without_onnxruntime_is_refused_and_writes_nothing(
 ) -> None:
     """Installed without an extra there is no ONNX Runtime to check an export with: the register
     step gets the refusal it already handles (serving then uses PyTorch)."""
-    model_dir = shutil.copytree(trained_tiny, tmp_path / "model")
+    # Other tests' registrations may have exported into the shared fixture: start without it.
+    model_dir = shutil.copytree(trained_tiny, tmp_path / "model", ignore=shutil.ignore_patterns("model.onnx"))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(OnnxParityError, match=r"onnxruntime is not installed"):
         export_onnx(model_dir)
