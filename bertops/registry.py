@@ -72,10 +72,16 @@ def champion_history(client: MlflowClient, name: str) -> list[str]:
 
 
 def set_champion(client: MlflowClient, name: str, version: str) -> None:
-    """Move the ``champion`` alias to ``version`` and remember the move for ``rollback``."""
+    """Move the ``champion`` alias to ``version`` and remember the move for ``rollback``.
+
+    Promoting the champion again changes nothing: a second entry would make ``rollback`` go
+    back to the same version.
+    """
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-    history = [*champion_history(client, name), str(version)]
-    client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, ",".join(history))
+    history = champion_history(client, name)
+    if history and history[-1] == str(version):
+        return
+    client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, ",".join([*history, str(version)]))
 
 
 def rollback_champion(client: MlflowClient, name: str) -> str:
