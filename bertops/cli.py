@@ -45,15 +45,17 @@ def _absolute(config: cfg.PipelineConfig) -> cfg.PipelineConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from bertops import dvc_data, endpoints
-    from bertops.registry import open_client, version_metrics
-    from pipelines.run_local import run_local
-
     config = _absolute(cfg.from_namespace(args))
     if args.runner == "docker" and config.serve.deploy_target == "local":
         # A server started inside a step's container would die with it.
         config = config.replace(deploy_target="docker")
-    config.to_arguments()  # a malformed JSON setting fails here, before any work
+    # A flag that makes no sense (or malformed JSON) fails here, before any work, state or slow import.
+    cfg.validate_settings(config)
+
+    from bertops import dvc_data, endpoints
+    from bertops.registry import open_client, version_metrics
+    from pipelines.run_local import run_local
+
     root = Path.cwd()
     started = time.perf_counter()
     default_data = Path(config.data.data_path) == root / "data" and (root / "data.dvc").is_file()
@@ -132,6 +134,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     # The run's steps run in pods: refuse what cannot work there before compiling or submitting.
     given = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
     run = cfg.profile(args.target).replace(**given)
+    cfg.validate_settings(run)
     cfg.check_run_settings(
         pod=True,
         finetune_gpus=run.placement.finetune_gpus,

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from bertops.cluster import PROFILE_NAMESPACE
+from bertops.device import PRECISIONS
 from bertops.errors import BertopsError
 
 # Resolved by bertops.model_source: a model directory shipped inside a PyPI package.
@@ -36,6 +39,18 @@ DEPLOY_TARGETS = ("local", "docker", "cluster")
 CLUSTER_DATA_PATH = "/home/bertops/project/data"
 CLUSTER_STATE_DIR = "/home/bertops/state"
 TARGETS = ("local", "cluster")
+# KServe's deployment modes, old and new names (components.deploy.inference_service.DEPLOYMENT_MODES;
+# spelled out here because the core config does not import the components).
+DEPLOYMENT_MODES = ("Serverless", "Knative", "RawDeployment", "Standard")
+# The model name is also the InferenceService's name, which KServe requires to be a DNS-1035 label,
+# and a path component of the registry and the endpoint state: this keeps both safe.
+NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+# A namespace is a DNS-1123 label.
+NAMESPACE_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# The fields a candidate may set (components.candidates.candidates.CANDIDATE_FIELDS).
+CANDIDATE_FIELDS = ("id", "base_model", "learning_rate", "batch_size", "epochs", "max_steps")
+# BERT-style encoders have 512 positions; fewer than 8 tokens leave nothing to classify.
+MAX_LENGTH_RANGE = (8, 512)
 
 
 @dataclass
@@ -378,6 +393,161 @@ def run_setting_problems(
             f"(e.g. {CLUSTER_STATE_DIR})"
         )
     return problems
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _number_problem(name: str, value: Any, low: float | None, high: float | None, where: str = "") -> str | None:
+    """Why ``value`` is not a number in ``[low, high]`` (``None`` bounds are open), or ``None``."""
+    flag = where or _flag(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{flag} must be a finite number, got {value!r}"
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            bound = f">= {low}"
+        elif low is None:
+            bound = f"<= {high}"
+        else:
+            bound = f"{low}-{high}"
+        return f"{flag} must be {bound}, got {value!r}"
+    return None
+
+
+def _choice_problem(name: str, value: str, choices: tuple[str, ...]) -> str | None:
+    if value not in choices:
+        return f"{_flag(name)} must be one of {', '.join(choices)}, got {value!r}"
+    return None
+
+
+# (low, high) of every numeric setting with a bound; None is unbounded on that side.
+NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "max_train_samples": (0, None),
+    "max_eval_samples": (0, None),
+    "min_text_chars": (0, None),
+    "max_text_chars": (1, None),
+    "min_train_rows": (0, None),
+    "min_eval_rows": (0, None),
+    "max_rows": (1, None),
+    "min_class_share": (0, 1),
+    "max_class_share": (0, 1),
+    "max_label_drift": (0, None),
+    "max_length_drift": (0, None),
+    "max_length": MAX_LENGTH_RANGE,
+    "batch_size": (1, None),
+    "epochs": (1, None),
+    "max_steps": (0, None),
+    "warmup_ratio": (0, 1),
+    "weight_decay": (0, None),
+    # numpy's seed range.
+    "seed": (0, 2**32 - 1),
+    "grad_accumulation": (1, None),
+    "eval_every": (0, None),
+    "patience": (0, None),
+    "checkpoint_every": (0, None),
+    "train_nodes": (1, None),
+    "train_gpus_per_node": (0, None),
+    # finetune_gpus and the launcher's needs are run_setting_problems' (checked by submit and the
+    # validate step, with the fix for a pod).
+    # A negative margin would promote a model worse than (or equal to) the champion.
+    "promotion_margin": (0, None),
+    "min_accuracy": (0, 1),
+    "min_macro_f1": (0, 1),
+    "serve_port": (0, 65535),
+    "serving_gpus": (0, None),
+}
+
+
+def _candidate_problems(candidates: list[Any]) -> list[str]:
+    """What is wrong with the decoded ``--candidates`` list (same rules as the plan-candidates step)."""
+    flag = "--candidates"
+    if not candidates:
+        return [f'{flag} must be a non-empty JSON list of objects, e.g. [{{"id": "base"}}], got []']
+    problems: list[str] = []
+    ids: list[str] = []
+    for index, candidate in enumerate(candidates):
+        where = f"{flag} entry {index}"
+        if not isinstance(candidate, dict):
+            problems.append(f"{where} must be a JSON object, got {json.dumps(candidate)}")
+            continue
+        unknown = sorted(set(candidate) - set(CANDIDATE_FIELDS))
+        if unknown:
+            problems.append(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(CANDIDATE_FIELDS)})")
+        # The step names a candidate without an id after its position.
+        cid = candidate.get("id", f"candidate-{index}")
+        if not isinstance(cid, str) or not cid:
+            problems.append(f"{where}: id must be a non-empty string, got {json.dumps(cid)}")
+        ids.append(str(cid))
+        for name in ("learning_rate", "batch_size", "epochs", "max_steps"):
+            if name in candidate:
+                low, high = (0, None) if name == "learning_rate" else NUMBER_BOUNDS[name]
+                problem = _number_problem(name, candidate[name], low, high, f"{where}: {name}")
+                if problem:
+                    problems.append(problem)
+                elif name == "learning_rate" and candidate[name] <= 0:
+                    problems.append(f"{where}: learning_rate must be > 0, got {candidate[name]!r}")
+        if "base_model" in candidate and not (isinstance(candidate["base_model"], str) and candidate["base_model"]):
+            problems.append(
+                f"{where}: base_model must be a non-empty string, got {json.dumps(candidate['base_model'])}"
+            )
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        problems.append(f"{flag} ids must be unique, got {', '.join(duplicates)} more than once")
+    return problems
+
+
+def setting_problems(config: PipelineConfig) -> list[str]:
+    """Every setting of ``config`` that makes no sense, one line each naming the flag as the CLI spells it."""
+    flat = config.to_arguments()
+    problems = [
+        problem
+        for name, (low, high) in NUMBER_BOUNDS.items()
+        if (problem := _number_problem(name, flat[name], low, high)) is not None
+    ]
+    lr = flat["learning_rate"]
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        problems.append(f"--learning-rate must be > 0, got {lr!r}")
+    for low_name, high_name in (("min_text_chars", "max_text_chars"), ("min_class_share", "max_class_share")):
+        if flat[low_name] > flat[high_name]:
+            problems.append(
+                f"{_flag(low_name)} ({flat[low_name]}) must not exceed {_flag(high_name)} ({flat[high_name]})"
+            )
+    canary = flat["canary_traffic_percent"]
+    if canary != -1 and not 0 <= canary <= 100:
+        problems.append(f"--canary-traffic-percent must be 0-100 (or -1: all traffic at once), got {canary}")
+    for name, choices in (
+        ("precision", PRECISIONS),
+        ("launcher", LAUNCHERS),
+        ("deploy_target", DEPLOY_TARGETS),
+        ("deployment_mode", DEPLOYMENT_MODES),
+    ):
+        if (problem := _choice_problem(name, flat[name], choices)) is not None:
+            problems.append(problem)
+    name = flat["model_name"]
+    if not NAME_PATTERN.fullmatch(name):
+        problems.append(
+            f"--model-name must be at most 63 lowercase letters, digits and '-', starting with a letter and not "
+            f"ending with '-' (it names the InferenceService), got {name!r}"
+        )
+    namespace = flat["namespace"]
+    if not NAMESPACE_PATTERN.fullmatch(namespace):
+        problems.append(f"--namespace must be a Kubernetes namespace name (DNS-1123 label), got {namespace!r}")
+    for name in ("data_path", "state_dir", "base_model", "selection_metric", "promotion_metric"):
+        if not flat[name]:
+            problems.append(f"{_flag(name)} must not be empty")
+    problems += _candidate_problems(flat["candidates"])
+    return problems
+
+
+def validate_settings(config: PipelineConfig) -> None:
+    """``BertopsError`` naming every flag of ``config`` whose value makes no sense, before any work starts.
+
+    Malformed JSON settings fail here too (``to_arguments`` decodes them).
+    """
+    problems = setting_problems(config)
+    if problems:
+        raise BertopsError("; ".join(problems))
 
 
 def check_run_settings(pod: bool, **settings: Any) -> None:
