@@ -119,8 +119,21 @@ def stop(endpoint: Endpoint) -> None:
         from bertops.containers import stop_container
 
         stop_container(endpoint.container)
-    else:
+    elif serves(endpoint):
         stop_process(endpoint.pid)
+
+
+def serves(endpoint: Endpoint) -> bool:
+    """True when the recorded pid is still this endpoint's model server.
+
+    A record can outlive its server (a reboot, a kill -9); the pid may then belong to another
+    process, whose process group must not be signalled.
+    """
+    try:
+        argv = Path(f"/proc/{endpoint.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"serving.server" in argv and endpoint.model_dir.encode() in argv and pid_alive(endpoint.pid)
 
 
 def delete(name: str, state_dir: str | Path) -> Endpoint:

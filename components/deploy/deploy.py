@@ -85,7 +85,7 @@ def deploy_local(
         previous = None
     if previous is not None and port and previous.url.endswith(f":{port}"):
         # Same fixed port: the old server must give it up first.
-        endpoints.stop_process(previous.pid)
+        endpoints.stop(previous)
         previous = None
     port = port or free_port()
     log_file = endpoints.endpoints_dir(state_dir) / f"{model_name}.v{version}.log"
@@ -102,6 +102,6 @@ def deploy_local(
     wait_ready(endpoint, process, timeout)
     endpoints.save(endpoint, state_dir)
     if previous is not None and previous.pid != endpoint.pid:
-        endpoints.stop_process(previous.pid)
+        endpoints.stop(previous)
     log.info("endpoint %s serves version %s at %s", model_name, version, endpoint.url)
     return endpoint
