@@ -60,6 +60,18 @@ def leakage(data: Path) -> None:
     _save(pd.concat([test, train.tail(3)]), data, "test")
 
 
+def near_duplicate_leakage(data: Path) -> None:
+    train, test = _frame(data, "train"), _frame(data, "test")
+    copies = train.tail(2).assign(text=lambda f: " " + f["text"].str.upper() + "\n")
+    _save(pd.concat([test, copies]), data, "test")
+
+
+def padded_label(data: Path) -> None:
+    frame = _frame(data, "train")
+    frame.loc[6, "label"] = frame.loc[6, "label"] + " "
+    _save(frame, data, "train")
+
+
 def collapsed_class(data: Path) -> None:
     frame = _frame(data, "train")
     tech = frame.index[frame["label"] == "tech"]
@@ -105,6 +117,11 @@ CASES: list[tuple[Callable[[Path], None], list[str]]] = [
     (empty_text, ["validation split, column 'text'", "text length in [1, 100000] characters", "at rows 2"]),
     (duplicate_texts, ["train split, column 'text'", "no duplicate texts"]),
     (leakage, ["test split, column 'text'", "no text shared with an earlier split (leakage)", "3 bad rows"]),
+    (
+        near_duplicate_leakage,
+        ["test split, column 'text'", "(near-duplicate leakage)", "2 bad rows at rows 427, 428"],
+    ),
+    (padded_label, ["train split, column 'label'", "label has no leading or trailing whitespace", "at rows 7"]),
     (collapsed_class, ["train split, column 'label'", "label 'tech' has at least 2% of rows (class collapse)"]),
     (not_utf8, ["train.jsonl: line 1488 is not valid UTF-8"]),
     (truncated_file, ["test.jsonl: line", "is not valid JSON", "truncated"]),

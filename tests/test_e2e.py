@@ -27,7 +27,7 @@ def test_pipeline_runs_end_to_end_and_serves(bbc_data: Path, state_dir: Path) ->
     result = run_local(config, git_commit="test-commit")
 
     assert result.version == "1"
-    assert result.validation == "59/59 expectations passed"  # no drift reference yet in a fresh state dir
+    assert result.validation == "64/64 expectations passed"  # no drift reference yet in a fresh state dir
     client = open_client("", state_dir)
     version = client.get_model_version("e2e-news", "1")
     assert version.tags["git_commit"] == "test-commit"

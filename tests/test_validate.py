@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +29,9 @@ def test_one_file_of_any_format_with_own_column_names_is_split_and_validated(
     bbc_data: Path, tmp_path: Path, fmt: str
 ) -> None:
     frame = pd.concat([pd.read_json(bbc_data / f"{s}.jsonl", lines=True) for s in ("train", "validation", "test")])
+    # The BBC data holds one pair of articles that differ only in case ("Grand Slam"); this
+    # split would put them in train and test, which the near-duplicate leakage check rejects.
+    frame = frame[~frame["text"].str.casefold().duplicated()]
     frame = frame.rename(columns={"text": "body", "label": "topic"})
     path = tmp_path / f"news.{fmt}"
     if fmt == "csv":
@@ -38,7 +42,7 @@ def test_one_file_of_any_format_with_own_column_names_is_split_and_validated(
         frame.to_parquet(path)
     report = validate_dataset(path, tmp_path / "out", "untracked", "body", "topic")
     assert report.success
-    assert report.rows == {"train": 1487, "validation": 212, "test": 426}  # stratified 70/10/20
+    assert report.rows == {"train": 1487, "validation": 212, "test": 425}  # stratified 70/10/20
     first = json.loads((tmp_path / "out" / "train.jsonl").read_text().splitlines()[0])
     assert set(first) == {"text", "label"}
 
@@ -77,3 +81,87 @@ def test_splits_sliced_from_one_frame_keep_their_rows(bbc_data: Path) -> None:
     frames = {"train": whole.iloc[:1487], "validation": whole.iloc[1487:1699], "test": whole.iloc[1699:]}
     report, _ = validate_frames(frames, "x")
     assert report.success, [c.description for c in report.failures()]
+
+
+def _small_splits(tmp_path: Path, edit: Callable[[dict[str, pd.DataFrame]], None]) -> Path:
+    """Three small clean JSON Lines splits (two balanced labels, distinct texts), edited, written."""
+    frames = {
+        split: pd.DataFrame(
+            {
+                "text": [f"{split} article {i} about {'markets' if i % 2 else 'football'}" for i in range(n)],
+                "label": ["business" if i % 2 else "sport" for i in range(n)],
+            }
+        )
+        for split, n in (("train", 20), ("validation", 6), ("test", 6))
+    }
+    edit(frames)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, frame in frames.items():
+        frame.to_json(data / f"{split}.jsonl", orient="records", lines=True)
+    return data
+
+
+def _set(frames: dict[str, pd.DataFrame], split: str, row: int, column: str, value: object) -> None:
+    frames[split].loc[row - 1, column] = value  # row is 1-based, as the messages name rows
+
+
+def _relabel(rows: dict[int, str]) -> Callable[[dict[str, pd.DataFrame]], None]:
+    """An edit that sets the train label of each 1-based row."""
+
+    def edit(frames: dict[str, pd.DataFrame]) -> None:
+        for row, label in rows.items():
+            _set(frames, "train", row, "label", label)
+
+    return edit
+
+
+def test_small_clean_splits_pass(tmp_path: Path) -> None:
+    assert validate_dataset(_small_splits(tmp_path, lambda f: None), tmp_path / "out", "x").success
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        (
+            _relabel({3: "sport "}),
+            ["train split, column 'label': label has no leading or trailing whitespace", "at rows 3", "'sport '"],
+        ),
+        (
+            _relabel({5: "Sport", 7: "Sport"}),
+            ["train split, column 'label': no label differs from another only in case or whitespace", "at rows 5, 7"],
+        ),
+        (
+            _relabel({2: "0", 9: "1"}),
+            ["train split, column 'label': labels are all numeric codes or all names", "at rows 2, 9", "'0'"],
+        ),
+    ],
+    ids=["padded-label", "case-variant-label", "numeric-and-named-labels"],
+)
+def test_malformed_labels_are_rejected_with_rows_named(
+    tmp_path: Path, edit: Callable[[dict[str, pd.DataFrame]], None], fragments: list[str]
+) -> None:
+    data = _small_splits(tmp_path, edit)
+    with pytest.raises(ValidationFailed) as failure:
+        validate_dataset(data, tmp_path / "out", "x")
+    for fragment in fragments:
+        assert fragment in str(failure.value), str(failure.value)
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_near_duplicate_leakage_is_its_own_check(tmp_path: Path) -> None:
+    def leak(frames: dict[str, pd.DataFrame]) -> None:
+        train = frames["train"]["text"]
+        _set(frames, "test", 2, "text", "  " + train[0].upper().replace(" ", "\t "))
+        _set(frames, "validation", 4, "text", train[5] + " ")
+
+    data = _small_splits(tmp_path, leak)
+    with pytest.raises(ValidationFailed) as failure:
+        validate_dataset(data, tmp_path / "out", "x")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    failed = {
+        (c["split"], c["column"], c["description"], tuple(c["rows"])) for c in report["checks"] if not c["success"]
+    }
+    near = "no text equal to an earlier split's up to case and whitespace (near-duplicate leakage)"
+    assert failed == {("validation", "text", near, (4,)), ("test", "text", near, (2,))}
+    assert "near-duplicate leakage" in str(failure.value)

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LENGTH, STRING, HASH, SEEN = "__length", "__is_string", "__text_id", "__seen_in_earlier_split"
+# A text equal to an earlier split's text only after normalise_text (the exact match is SEEN's).
+NEAR_SEEN = "__near_duplicate_of_earlier_split"
+# Label rows flagged as malformed: padded with whitespace, a case/whitespace variant of a more
+# common label, or of the minority kind in a column that mixes numeric codes and names.
+PADDED, VARIANT, MIXED = "__padded", "__case_variant", "__mixed_kind"
 # Smoothing for the reference histogram, so an empty reference bin does not make KL infinite.
 PSEUDO_COUNT = 0.5
 
@@ -72,15 +77,64 @@ class ValidationReport:
         return text + (f", {failed} failed" if failed else "")
 
 
+def normalise_text(values: pd.Series) -> pd.Series:
+    """Casefold, collapse runs of whitespace to one space, and strip: the key for near duplicates."""
+    return values.str.replace(r"\s+", " ", regex=True).str.strip().str.casefold()
+
+
+def _seen_before(texts: dict[str, pd.Series]) -> dict[str, tuple[Any, Any]]:
+    """Per split, an exact id for each text and whether that text appeared in an earlier split.
+
+    Ids come from ``pandas.factorize`` over all splits in order (exact, no hash collisions): a
+    text whose id is below the count of distinct texts before its split appeared earlier.
+    """
+    import pandas as pd
+
+    ids, _ = pd.factorize(pd.concat(texts.values(), ignore_index=True))
+    start, distinct_before = 0, 0
+    out = {}
+    for split, series in texts.items():
+        split_ids = ids[start : start + len(series)]
+        out[split] = (split_ids, split_ids < distinct_before)
+        start += len(series)
+        distinct_before = int(ids[:start].max()) + 1 if start else 0
+    return out
+
+
+def _label_flags(label: pd.Series) -> dict[str, Any]:
+    """Rows whose label is malformed, one boolean array per kind (nulls are never flagged here).
+
+    These are rejected, not normalised: silently merging ``"sport "`` into ``"sport"`` or
+    mapping ``3`` to a name would change what the data says without anyone seeing it. Of a
+    group of case/whitespace variants, the rows of the most common spelling are left unflagged
+    so the rows named are the odd ones out; likewise for the minority kind of a mixed column.
+    """
+    import numpy as np
+
+    present = label.notna().to_numpy()
+    values = label.fillna("")
+    padded = present & (values != values.str.strip()).to_numpy()
+    counts = values[present].value_counts()
+    keys = normalise_text(counts.index.to_series())
+    # Within each normalised group the first (most common) spelling is the accepted one.
+    odd = set(counts.index[keys.duplicated().to_numpy()])
+    variant = present & values.isin(odd).to_numpy()
+    numeric = values.str.strip().str.fullmatch(r"[+-]?\d+(\.\d+)?").fillna(False).to_numpy(dtype=bool)
+    n_numeric, n_named = int((numeric & present).sum()), int((~numeric & present).sum())
+    mixed = np.zeros(len(values), dtype=bool)
+    if n_numeric and n_named:
+        mixed = present & (numeric if n_numeric <= n_named else ~numeric)
+    return {PADDED: padded, VARIANT: variant, MIXED: mixed}
+
+
 def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_column: str) -> dict[str, pd.DataFrame]:
     """The frames the suite runs on: the label (as strings) and compact columns derived from the text.
 
     Great Expectations fingerprints and copies its input frame, which costs seconds on a
     million long texts; on these numeric columns it costs milliseconds. A derived column exists
     exactly when its source column does, so existence checks still see a missing column.
-    Texts are identified by ``pandas.factorize`` over all splits in order (exact, no hash
-    collisions): a text whose id is below the count of distinct texts before its split
-    appeared in an earlier split.
+    Texts are identified exactly (see ``_seen_before``), once as given and once normalised
+    (``normalise_text``) for near-duplicate leakage.
     """
     import numpy as np
     import pandas as pd
@@ -93,7 +147,10 @@ def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_colu
         if label_column in frame.columns:
             label = frame[label_column]
             # Plain arrays from here on: the input's index (a slice, say) must not realign rows.
-            columns[label_column] = pd.Categorical(label.astype(str).where(label.notna(), None).to_numpy())
+            as_text = label.astype(str).where(label.notna(), None)
+            columns[label_column] = pd.Categorical(as_text.to_numpy())
+            for suffix, flags in _label_flags(as_text.reset_index(drop=True)).items():
+                columns[label_column + suffix] = flags
         if text_column in frame.columns:
             text = frame[text_column]
             if pd.api.types.infer_dtype(text, skipna=True) == "string":
@@ -108,14 +165,13 @@ def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_colu
             columns[text_column + STRING] = is_str
         out[split] = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
     if texts:
-        ids, _ = pd.factorize(pd.concat(texts.values(), ignore_index=True))
-        start, distinct_before = 0, 0
-        for split, series in texts.items():
-            split_ids = ids[start : start + len(series)]
+        exact = _seen_before(texts)
+        near = _seen_before({split: normalise_text(series) for split, series in texts.items()})
+        for split, (split_ids, seen) in exact.items():
             out[split][text_column + HASH] = split_ids
-            out[split][text_column + SEEN] = split_ids < distinct_before
-            start += len(series)
-            distinct_before = int(ids[:start].max()) + 1 if start else 0
+            out[split][text_column + SEEN] = seen
+            # Exact repeats are the leakage check's; this one names only the rows it alone catches.
+            out[split][text_column + NEAR_SEEN] = near[split][1] & ~seen
     return out
 
 
@@ -182,6 +238,24 @@ def build_suite(
                 column=text + SEEN, value_set=[False], description="no text shared with an earlier split (leakage)"
             )
         )
+        suite.add_expectation(
+            exp.ExpectColumnValuesToBeInSet(
+                column=text + NEAR_SEEN,
+                value_set=[False],
+                description="no text equal to an earlier split's up to case and whitespace (near-duplicate leakage)",
+            )
+        )
+    if split == "train":
+        # The label set comes from train (or --labels), so a malformed label in another split
+        # is already an unknown label there; checking train names the rows at their source.
+        for suffix, description in (
+            (PADDED, "label has no leading or trailing whitespace"),
+            (VARIANT, "no label differs from another only in case or whitespace"),
+            (MIXED, "labels are all numeric codes or all names, not a mix"),
+        ):
+            suite.add_expectation(
+                exp.ExpectColumnValuesToBeInSet(column=label + suffix, value_set=[False], description=description)
+            )
     suite.add_expectation(
         exp.ExpectColumnValuesToBeInSet(column=label, value_set=labels, description=f"label in {{{', '.join(labels)}}}")
     )
@@ -229,6 +303,7 @@ def _run_suite(
     original: pd.DataFrame,
     suite: gx.ExpectationSuite,
     text_column: str,
+    label_column: str,
 ) -> list[CheckResult]:
     asset = context.data_sources.add_pandas(f"pandas-{split}").add_dataframe_asset(name=split)
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": derived})
@@ -239,8 +314,10 @@ def _run_suite(
         details = item.result or {}
         column = config.kwargs.get("column")
         rows = [int(i) for i in details.get("partial_unexpected_index_list", [])[:3]]
-        # Derived columns hold hashes and flags; show the text they came from instead.
-        source = text_column if column and column.startswith(text_column + "__") else column
+        # Derived columns hold hashes and flags; show the text or label they came from instead.
+        source = next(
+            (base for base in (text_column, label_column) if column and column.startswith(base + "__")), column
+        )
         examples = [repr(original[source].iloc[i])[:80] for i in rows] if source in original.columns else []
         observed = details.get("observed_value")
         if not item.success and item.exception_info and item.exception_info.get("raised_exception"):
@@ -292,7 +369,7 @@ def validate_frames(
     checks: list[CheckResult] = []
     for split, derived in prepared.items():
         suite = build_suite(split, list(derived.columns), text_column, label_column, labels, config, reference)
-        checks.extend(_run_suite(context, split, derived, frames[split], suite, text_column))
+        checks.extend(_run_suite(context, split, derived, frames[split], suite, text_column, label_column))
     report = ValidationReport(
         success=all(c.success for c in checks),
         data_version=data_version,
