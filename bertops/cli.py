@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from bertops import config as cfg
 from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
+from bertops.env import configure_process
 from bertops.errors import BertopsError
 from pipelines.compile import DEFAULT_FINETUNE_RETRIES
 
@@ -378,13 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
-    for noisy in ("great_expectations", "httpx", "alembic", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Connection retries are noise; the final failure is reported on one line.
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    configure_process()
     try:
         args.func(args)
     except BertopsError as exc:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bertops.env import configure_process
 from bertops.errors import BertopsError
 
 # The file a local run reads back to show the failing step's message on one line.
@@ -18,11 +19,7 @@ ERROR_FILE_ENV = "BERTOPS_ERROR_FILE"
 def step(name: str) -> Iterator[logging.Logger]:
     """Set up a pipeline step; a ``BertopsError`` is recorded for the launcher, then re-raised."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    for noisy in ("great_expectations", "mlflow", "alembic", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_process()
     log = logging.getLogger(f"bertops.{name}")
     try:
         yield log
