@@ -124,7 +124,7 @@ def test_accuracy(model_dir_or_model: object, tokenized: Path) -> float:
     from transformers import AutoModelForSequenceClassification
 
     from bertops.batching import predict_proba
-    from components.tokenize.tokenization import load_tokenized
+    from bertops.artifacts import load_tokenized
 
     model = (
         AutoModelForSequenceClassification.from_pretrained(model_dir_or_model)
@@ -159,7 +159,7 @@ def interleaved(
     from bertops.model_source import load_tokenizer, resolve_model_source
     from components.finetune.distributed import init_distributed
     from components.finetune.finetune import FinetuneConfig, TrainingRun
-    from components.tokenize.tokenization import load_tokenized
+    from bertops.artifacts import load_tokenized
 
     config = FinetuneConfig(
         base_model=MODEL,

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bertops.errors import BertopsError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -95,3 +97,16 @@ def rollback_champion(client: MlflowClient, name: str) -> str:
     client.set_registered_model_alias(name, CHAMPION_ALIAS, previous)
     client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, ",".join(history[:-1]))
     return previous
+
+
+def model_files(model_name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> Path:
+    """The local directory holding a registered version's model files (local artifact store only)."""
+    from urllib.parse import unquote, urlparse
+
+    client = open_client(tracking_uri, state_dir)
+    uri = client.get_model_version_download_uri(model_name, version)
+    parsed = urlparse(uri)
+    path = Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+    if path is None or not (path / "config.json").is_file():
+        raise BertopsError(f"{model_name} version {version}: model files not found locally at {uri}")
+    return path

@@ -4,7 +4,7 @@ import pytest
 
 from bertops.errors import BertopsError
 from components.candidates.candidates import plan_candidates, select_winner
-from components.evaluate.evaluate import Evaluation, ModelEvaluation
+from bertops.evaluation import Evaluation, ModelEvaluation
 from components.gate.gate import decide
 
 DEFAULTS = {"base_model": "m", "learning_rate": 1e-4, "batch_size": 16, "epochs": 1, "max_steps": 60}

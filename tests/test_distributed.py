@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from components.finetune import checkpoint
-from components.finetune.finetune import TRAINING_FILE
+from bertops.artifacts import TRAINING_FILE
 
 # Runs on every rank. It records which ranks called the checkpoint writer and the model export,
 # and dumps each rank's final weights, by wrapping those functions (nothing in the loop knows).

@@ -4,14 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.evaluate.evaluate import (
-    compute_metrics,
-    confusion_matrix_png,
-    evaluate_model,
-    expected_calibration_error,
-    load_evaluation,
-    save_evaluation,
-)
+from bertops.evaluation import compute_metrics, expected_calibration_error, load_evaluation, save_evaluation
+from components.evaluate.evaluate import confusion_matrix_png, evaluate_model
 
 
 def _one_hot_probs(predicted: list[int], k: int, confidence: float = 1.0) -> np.ndarray:

@@ -10,7 +10,8 @@ from bertops.device import autocast_dtype
 from bertops.errors import BertopsError
 from components.finetune import checkpoint
 from components.finetune.__main__ import parser
-from components.finetune.finetune import CURVES_FILE, FinetuneConfig, finetune, train
+from bertops.artifacts import CURVES_FILE
+from components.finetune.finetune import FinetuneConfig, finetune, train
 
 
 def test_pad_batch_pads_to_longest_with_mask() -> None:

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from bertops.errors import BertopsError
 from components.finetune import checkpoint
-from components.finetune.finetune import TRAINING_FILE, FinetuneConfig, train
+from bertops.artifacts import TRAINING_FILE
+from components.finetune.finetune import FinetuneConfig, train
 
 # The real CLI, with checkpoint.save wrapped so that the process SIGKILLs itself the moment the
 # checkpoint of KILL_AT_STEP is on disk: a deterministic crash at the worst-timed place.

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.tokenize.tokenization import load_tokenized, stratified_sample
+from bertops.artifacts import load_tokenized
+from components.tokenize.tokenization import stratified_sample
 
 
 def test_stratified_sample_keeps_every_class() -> None:

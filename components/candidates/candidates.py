@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bertops.errors import BertopsError
-from components.evaluate.evaluate import ModelEvaluation
+from bertops.evaluation import ModelEvaluation, metric_direction
 
 # The settings a candidate may change; everything else is shared by the run.
 CANDIDATE_FIELDS: dict[str, type] = {
@@ -22,8 +22,6 @@ CANDIDATE_FIELDS: dict[str, type] = {
     "epochs": int,
     "max_steps": int,
 }
-# Metrics where smaller is better; every other metric is maximized.
-LOWER_IS_BETTER = ("ece", "batch_latency_ms")
 TIE_BREAK_METRIC = "validation.macro_f1"
 
 
@@ -51,11 +49,6 @@ def plan_candidates(candidates: list[Any], defaults: dict[str, Any]) -> list[dic
     if len(set(ids)) != len(ids):
         raise BertopsError(f"candidate ids must be unique, got {ids}")
     return planned
-
-
-def metric_direction(metric: str) -> int:
-    """+1 when a larger value of ``metric`` is better, -1 when a smaller one is."""
-    return -1 if metric.rsplit(".", 1)[-1] in LOWER_IS_BETTER else 1
 
 
 @dataclass

@@ -43,7 +43,7 @@ def select_winner(
 
     from bertops.step import step
     from components.candidates.candidates import select_winner as select
-    from components.evaluate.evaluate import load_evaluation
+    from bertops.evaluation import load_evaluation
 
     with step("select"):
         by_uri = {m.uri: m for m in models}

@@ -16,7 +16,7 @@ from pathlib import Path
 from bertops import endpoints
 from bertops.endpoints import Endpoint
 from bertops.errors import BertopsError
-from components.register.register import model_files
+from bertops.registry import model_files
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import time
 from bertops import containers, endpoints
 from bertops.endpoints import Endpoint
 from bertops.errors import BertopsError
+from bertops.registry import model_files
 from components.deploy.deploy import LOOPBACK, free_port
 from components.deploy.inference_service import RUNTIME_MODEL_NAME, SERVING_PORT, cpu_config, serving_runtime
-from components.register.register import model_files
 
 log = logging.getLogger(__name__)
 

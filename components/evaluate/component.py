@@ -23,7 +23,8 @@ def evaluate(
     from pathlib import Path
 
     from bertops.step import step
-    from components.evaluate.evaluate import confusion_matrix_png, evaluate_model, save_evaluation
+    from bertops.evaluation import save_evaluation
+    from components.evaluate.evaluate import confusion_matrix_png, evaluate_model
 
     with step("evaluate"):
         result = evaluate_model(Path(model.path), Path(tokenized.path), max_length)

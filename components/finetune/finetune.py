@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertops.artifacts import CURVES_FILE, load_tokenized, write_training_record
 from bertops.batching import length_grouped_batches, pad_batch, predict_proba, shard_steps
 from bertops.config import DEFAULT_BASE_MODEL
 from bertops.device import PRECISIONS, DeviceClock, autocast_dtype, compile_toolchain_problem, precision_name
@@ -41,15 +42,12 @@ from components.finetune.distributed import (
     init_distributed,
     shutdown,
 )
-from components.tokenize.tokenization import load_tokenized
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-TRAINING_FILE = "training.json"
-CURVES_FILE = "curves.png"
 CHECKPOINT_SUFFIX = ".checkpoints"
 # Bumped when the content of a checkpoint changes in a way older code cannot read.
 CHECKPOINT_FORMAT = 1
@@ -610,7 +608,7 @@ class TrainingRun:
             if self.history:
                 plot_curves(self.history, self.out_dir / CURVES_FILE)
             # Written last: its presence says the directory holds a complete model.
-            (self.out_dir / TRAINING_FILE).write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
+            write_training_record(self.out_dir, asdict(result))
             log.info(
                 "trained %d steps (%d samples) in %.0fs on %s x%d: %.1f samples/s, final loss %.3f, "
                 "validation accuracy %.3f%s",

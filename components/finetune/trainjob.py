@@ -37,7 +37,8 @@ from bertops.config import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATIONS
 from bertops.errors import BertopsError
 from bertops.images import CUDA_IMAGE
 from components.deploy.inference_service import to_manifest
-from components.finetune.finetune import TRAINING_FILE, FinetuneConfig, TrainResult
+from bertops.artifacts import TRAINING_FILE
+from components.finetune.finetune import FinetuneConfig, TrainResult
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

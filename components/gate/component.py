@@ -29,7 +29,7 @@ def promotion_gate(
     from pathlib import Path
 
     from bertops.step import step
-    from components.evaluate.evaluate import load_evaluation
+    from bertops.evaluation import load_evaluation
     from components.gate.gate import decide, evaluate_champion
 
     with step("gate"):

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from bertops.errors import BertopsError
 from bertops.registry import CHAMPION_ALIAS, open_client
-from components.candidates.candidates import metric_direction
-from components.evaluate.evaluate import ModelEvaluation, evaluate_model
+from bertops.evaluation import ModelEvaluation, metric_direction
 
 log = logging.getLogger(__name__)
 

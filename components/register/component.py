@@ -27,8 +27,9 @@ def register(
     from pathlib import Path
 
     from bertops.step import step
-    from components.evaluate.evaluate import load_evaluation
-    from components.register.register import register_model, training_record
+    from bertops.artifacts import training_record
+    from bertops.evaluation import load_evaluation
+    from components.register.register import register_model
 
     with step("register"):
         metrics = load_evaluation(Path(evaluation.path)).flat()

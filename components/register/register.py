@@ -16,7 +16,7 @@ from typing import Any
 
 from bertops.errors import BertopsError
 from bertops.registry import experiment_id, open_client, set_champion
-from components.finetune.finetune import CURVES_FILE, TRAINING_FILE
+from bertops.artifacts import CURVES_FILE, require_saved_model, training_record
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +83,6 @@ def _export_onnx(client: Any, run_id: str, model_dir: Path) -> None:
     client.log_metric(run_id, "onnx_max_abs_diff", result.max_abs_diff)
 
 
-def training_record(model_dir: Path) -> dict[str, Any]:
-    """The fine-tuning record (``training.json``) beside the model, or ``{}`` if it has none."""
-    import json
-
-    path = model_dir / TRAINING_FILE
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BertopsError(f"{path}: not a training record ({exc}); nothing registered") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("history", []), list):
-        raise BertopsError(f"{path}: not a training record (no object with a history list); nothing registered")
-    return record
-
-
 def training_curves(model_dir: Path) -> list[Any]:
     """The fine-tuning history as MLflow metrics with their steps (empty if there is none).
 
@@ -137,8 +121,7 @@ def register_model(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
-    if not (model_dir / "config.json").is_file():
-        raise BertopsError(f"{model_dir}: not a saved model (no config.json); nothing registered")
+    require_saved_model(model_dir)
     curves = training_curves(model_dir)
     client = open_client(tracking_uri, state_dir)
     card = model_card(model_name, metrics, params, lineage, decisions)
@@ -187,16 +170,3 @@ def register_model(
         set_champion(client, model_name, str(version.version))
     log.info("registered %s version %s%s", model_name, version.version, " as champion" if promote else "")
     return RegisteredVersion(model_name, str(version.version), run_id, source, promote, card)
-
-
-def model_files(model_name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> Path:
-    """The local directory holding a registered version's model files (local artifact store only)."""
-    from urllib.parse import unquote, urlparse
-
-    client = open_client(tracking_uri, state_dir)
-    uri = client.get_model_version_download_uri(model_name, version)
-    parsed = urlparse(uri)
-    path = Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
-    if path is None or not (path / "config.json").is_file():
-        raise BertopsError(f"{model_name} version {version}: model files not found locally at {uri}")
-    return path

@@ -6,20 +6,17 @@ each batch to its own longest row, which saves most of the compute on short text
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import defaultdict
 from pathlib import Path
 
+from bertops.artifacts import split_path, write_tokenized_meta
 from bertops.dataio import SPLITS, read_table
 from bertops.errors import BertopsError
 from bertops.model_source import load_tokenizer
 
 log = logging.getLogger(__name__)
-
-LABELS_FILE = "labels.json"
-
 
 def stratified_sample(labels: list[str], n: int, seed: int) -> list[int]:
     """Indices of ``n`` rows drawn class by class in turn, so a small slice still has every class."""
@@ -51,7 +48,7 @@ def tokenize_dataset(
     max_eval_samples: int = 0,
     seed: int = 42,
 ) -> dict[str, int]:
-    """Write ``{split}.parquet`` (``input_ids``, ``label``, ``text``) and ``labels.json`` to ``out_dir``.
+    """Write the tokenized dataset (``bertops.artifacts``) to ``out_dir``.
 
     Labels are numbered in sorted order of the train split's label names. Returns rows per split.
     """
@@ -78,24 +75,8 @@ def tokenize_dataset(
                 "text": frame["text"].astype(str),
             }
         )
-        table.to_parquet(out_dir / f"{split}.parquet", index=False)
+        table.to_parquet(split_path(out_dir, split), index=False)
         counts[split] = len(table)
-    (out_dir / LABELS_FILE).write_text(json.dumps(label_names), encoding="utf-8")
+    write_tokenized_meta(out_dir, label_names, base_model, max_length)
     log.info("tokenized %s with max_length %d", counts, max_length)
     return counts
-
-
-def load_texts(data_dir: Path, split: str) -> list[str]:
-    """The texts of one tokenized split, in the same order as its ids."""
-    import pandas as pd
-
-    return pd.read_parquet(data_dir / f"{split}.parquet", columns=["text"])["text"].tolist()
-
-
-def load_tokenized(data_dir: Path, split: str) -> tuple[list[list[int]], list[int], list[str]]:
-    """(token ids per row, label id per row, label names) of one tokenized split."""
-    import pandas as pd
-
-    frame = pd.read_parquet(data_dir / f"{split}.parquet")
-    names = json.loads((data_dir / LABELS_FILE).read_text(encoding="utf-8"))
-    return [list(ids) for ids in frame["input_ids"]], frame["label"].astype(int).tolist(), names
