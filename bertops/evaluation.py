@@ -6,7 +6,7 @@ Written by the evaluate step, read by candidate selection, the promotion gate an
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,8 @@ class Evaluation:
     labels: list[str]
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]]
+    # The predicted label of each row, in the split's order: what the served model answers for it.
+    predicted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,8 +58,8 @@ class ModelEvaluation:
         out = {"batch_latency_ms": self.batch_latency_ms}
         for split in ("validation", "test"):
             result: Evaluation = getattr(self, split)
-            for field in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece"):
-                out[f"{split}_{field}"] = float(getattr(result, field))
+            for name in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "ece"):
+                out[f"{split}_{name}"] = float(getattr(result, name))
             if split == "test":
                 for name, scores in result.per_class.items():
                     for key in ("precision", "recall", "f1"):
@@ -84,7 +86,7 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
 
 
 def compute_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> Evaluation:
-    """Accuracy, macro and per-class precision/recall/F1, ECE and the confusion matrix."""
+    """Accuracy, macro and per-class precision/recall/F1, ECE, the confusion matrix and each row's predicted label."""
     import numpy as np
 
     truth = np.asarray(y_true, dtype=np.int64)
@@ -117,6 +119,7 @@ def compute_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> 
         labels=labels,
         per_class=per_class,
         confusion_matrix=matrix.tolist(),
+        predicted=[labels[i] for i in predicted_ids.tolist()],
     )
 
 

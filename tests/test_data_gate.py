@@ -13,7 +13,7 @@ from bertops.config import PipelineConfig
 from bertops.errors import BertopsError
 from bertops.registry import open_client
 from components.deploy.deploy import deploy_local
-from components.register.register import register_model
+from components.register.register import Submission, register_model
 from components.validate.validate import validate_dataset
 from pipelines.run_local import run_local
 
@@ -137,7 +137,7 @@ def serving_state(trained_tiny: Path, bbc_data: Path, tmp_path_factory: pytest.T
     """A state dir with a registered version, a live endpoint, and an accepted reference profile."""
     state = tmp_path_factory.mktemp("gate-state")
     lineage = {"data_version": "md5:x", "git_commit": "c", "base_model": "tiny", "pipeline_run": "r"}
-    version = register_model(trained_tiny, NAME, {"accuracy": 0.7}, {}, lineage, True, str(state)).version
+    version = register_model(Submission(trained_tiny, NAME, {"accuracy": 0.7}, {}, lineage), True, str(state)).version
     deploy_local(NAME, version, str(state))
     validate_dataset(
         bbc_data, state / "accepted", "md5:accepted", profile_path=state / "validation" / "reference_profile.json"

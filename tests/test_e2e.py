@@ -6,7 +6,9 @@ import pytest
 import requests
 
 from bertops import endpoints
+from bertops.artifacts import load_texts
 from bertops.config import PipelineConfig
+from bertops.evaluation import load_evaluation
 from bertops.registry import open_client, version_metrics
 from pipelines.run_local import run_local
 
@@ -54,6 +56,25 @@ def test_pipeline_runs_end_to_end_and_serves(bbc_data: Path, state_dir: Path) ->
     v2 = requests.post(endpoint.v2_infer_url, json=body, timeout=60)
     assert v2.status_code == 200
     assert {o["name"] for o in v2.json()["outputs"]} == {"label", "probabilities"}
+    _evaluated_labels_are_the_served_labels(endpoint, client, version.run_id, state_dir)
+
+
+def _evaluated_labels_are_the_served_labels(
+    endpoint: endpoints.Endpoint, client: object, run_id: str, state_dir: Path
+) -> None:
+    """The evaluate step scored the model as it is served: ONNX Runtime, same label for every test row."""
+    metadata = requests.get(f"{endpoint.url}/v2/models/{endpoint.name}", timeout=30).json()
+    assert metadata["platform"].startswith("onnxruntime"), metadata
+    evaluation = load_evaluation(Path(client.download_artifacts(run_id, "evaluation.json", str(state_dir))))  # type: ignore[attr-defined]
+    (test_split,) = state_dir.glob("pipeline_root/**/tokenized/test.parquet")
+    texts = load_texts(test_split.parent, "test")
+    served: list[str] = []
+    for start in range(0, len(texts), 32):
+        answer = requests.post(endpoint.v1_predict_url, json={"instances": texts[start : start + 32]}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        served += [p["label"] for p in answer.json()["predictions"]]
+    assert len(served) == evaluation.test.rows == 100
+    assert served == evaluation.test.predicted
 
 
 def test_failed_validation_stops_the_pipeline_before_training(bbc_data: Path, state_dir: Path, tmp_path: Path) -> None:

@@ -1,20 +1,24 @@
 """MLflow registry: versions carry metrics and lineage; bad input registers nothing."""
 
+import json
 from pathlib import Path
 
 import pytest
 
 from bertops.errors import BertopsError
-from bertops.registry import CHAMPION_ALIAS, open_client, version_metrics
-from bertops.registry import model_files
-from components.register.register import register_model
+from bertops.registry import CHAMPION_ALIAS, model_files, open_client, version_metrics
+from components.register.register import Submission, register_model
 
 LINEAGE = {"data_version": "md5:abc.dir", "git_commit": "deadbeef", "base_model": "tiny", "pipeline_run": "run-1"}
 
 
 def test_register_records_metrics_params_lineage_and_champion(trained_tiny: Path, state_dir: Path) -> None:
-    first = register_model(trained_tiny, "clf", {"accuracy": 0.9}, {"lr": 1e-3}, LINEAGE, True, str(state_dir))
-    second = register_model(trained_tiny, "clf", {"accuracy": 0.8}, {"lr": 1e-3}, LINEAGE, False, str(state_dir))
+    first = register_model(
+        Submission(trained_tiny, "clf", {"accuracy": 0.9}, {"lr": 1e-3}, LINEAGE), True, str(state_dir)
+    )
+    second = register_model(
+        Submission(trained_tiny, "clf", {"accuracy": 0.8}, {"lr": 1e-3}, LINEAGE), False, str(state_dir)
+    )
     assert (first.version, second.version) == ("1", "2")
     client = open_client("", state_dir)
     version = client.get_model_version("clf", "2")
@@ -31,7 +35,7 @@ def test_register_records_metrics_params_lineage_and_champion(trained_tiny: Path
 def test_register_logs_the_training_curves_to_the_run(trained_tiny: Path, state_dir: Path) -> None:
     import json
 
-    registered = register_model(trained_tiny, "clf", {"accuracy": 0.9}, {}, LINEAGE, False, str(state_dir))
+    registered = register_model(Submission(trained_tiny, "clf", {"accuracy": 0.9}, {}, LINEAGE), False, str(state_dir))
     client = open_client("", state_dir)
     history = json.loads((trained_tiny / "training.json").read_text())["history"]
     logged = client.get_metric_history(registered.run_id, "training.val_accuracy")
@@ -49,7 +53,7 @@ def test_register_of_a_corrupt_training_record_registers_nothing(
     shutil.copytree(trained_tiny, model)
     (model / "training.json").write_text("{not json")
     with pytest.raises(BertopsError, match=r"training.json: not a training record"):
-        register_model(model, "clf", {}, {}, LINEAGE, True, str(state_dir))
+        register_model(Submission(model, "clf", {}, {}, LINEAGE), True, str(state_dir))
     client = open_client("", state_dir)
     assert client.search_model_versions("name='clf'") == []
 
@@ -57,6 +61,19 @@ def test_register_of_a_corrupt_training_record_registers_nothing(
 def test_register_of_a_non_model_registers_nothing(tmp_path: Path, state_dir: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(BertopsError, match="not a saved model"):
-        register_model(tmp_path / "empty", "clf", {}, {}, LINEAGE, True, str(state_dir))
+        register_model(Submission(tmp_path / "empty", "clf", {}, {}, LINEAGE), True, str(state_dir))
     client = open_client("", state_dir)
     assert client.search_model_versions("name='clf'") == []
+
+
+def test_register_logs_the_submitted_files_beside_the_model(
+    trained_tiny: Path, state_dir: Path, tmp_path: Path
+) -> None:
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text('{"test": {"accuracy": 0.9}}', encoding="utf-8")
+    submission = Submission(trained_tiny, "clf", {"accuracy": 0.9}, {}, LINEAGE, files={"evaluation.json": evaluation})
+    registered = register_model(submission, False, str(state_dir))
+    client = open_client("", state_dir)
+    logged = Path(client.download_artifacts(registered.run_id, "evaluation.json", str(tmp_path / "down")))
+    assert json.loads(logged.read_text(encoding="utf-8")) == {"test": {"accuracy": 0.9}}
+    assert "news" not in registered.card  # the card describes the platform's model, not one corpus

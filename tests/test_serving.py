@@ -28,7 +28,7 @@ import requests
 from bertops import endpoints
 from bertops.endpoints import Endpoint
 from components.deploy.deploy import deploy_local, free_port
-from components.register.register import register_model
+from components.register.register import Submission, register_model
 from serving.config import ServingConfig
 from serving.predictor import TextClassifierPredictor, plan_batches
 from serving.server import parse_args
@@ -79,7 +79,7 @@ def test_server_flags_build_the_serving_config() -> None:
 @pytest.fixture(scope="module")
 def endpoint(onnx_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     state = tmp_path_factory.mktemp("serve-state")
-    version = register_model(onnx_model, "news", {"accuracy": 0.5}, {}, LINEAGE, True, str(state)).version
+    version = register_model(Submission(onnx_model, "news", {"accuracy": 0.5}, {}, LINEAGE), True, str(state)).version
     served = deploy_local("news", version, str(state))
     yield served
     endpoints.delete("news", state)
@@ -399,7 +399,7 @@ def test_sigterm_lets_in_flight_requests_finish(bounded: Server) -> None:
 
 
 def test_endpoints_list_and_delete(trained_tiny: Path, state_dir: Path) -> None:
-    version = register_model(trained_tiny, "other", {}, {}, LINEAGE, True, str(state_dir)).version
+    version = register_model(Submission(trained_tiny, "other", {}, {}, LINEAGE), True, str(state_dir)).version
     served = deploy_local("other", version, str(state_dir))
     assert [e.name for e in endpoints.list_endpoints(state_dir)] == ["other"]
     assert served.is_ready()

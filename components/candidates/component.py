@@ -41,9 +41,9 @@ def select_winner(
     import shutil
     from pathlib import Path
 
+    from bertops.evaluation import load_evaluation
     from bertops.step import step
     from components.candidates.candidates import select_winner as select
-    from bertops.evaluation import load_evaluation
 
     with step("select"):
         by_uri = {m.uri: m for m in models}

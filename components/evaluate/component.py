@@ -10,24 +10,25 @@ from bertops.images import CPU_IMAGE
 def evaluate(
     model: Input[Model],
     tokenized: Input[Dataset],
-    max_length: int,
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     evaluation: Output[Artifact],
     plots: Output[HTML],
 ) -> None:
-    """Score the model on the validation and test splits: accuracy, macro and per-class
-    precision/recall/F1, ECE, batch latency, and the test confusion matrix (also as a PNG)."""
+    """Score the model as the server runs it (ONNX Runtime when it has ``model.onnx``) on the
+    validation and test splits: accuracy, macro and per-class precision/recall/F1, ECE, the
+    latency of a batch of 32 texts, and the test confusion matrix (also as a PNG)."""
     import base64
     import tempfile
     from pathlib import Path
 
-    from bertops.step import step
     from bertops.evaluation import save_evaluation
-    from components.evaluate.evaluate import confusion_matrix_png, evaluate_model
+    from bertops.step import step
+    from components.evaluate.evaluate import confusion_matrix_png
+    from serving.scoring import evaluate_model
 
     with step("evaluate"):
-        result = evaluate_model(Path(model.path), Path(tokenized.path), max_length)
+        result = evaluate_model(Path(model.path), Path(tokenized.path))
         for name, value in result.flat().items():
             metrics.log_metric(name, value)
         confusion.log_confusion_matrix(result.test.labels, result.test.confusion_matrix)

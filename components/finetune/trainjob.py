@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertops.artifacts import TRAINING_FILE
 from bertops.config import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATIONS
 from bertops.errors import BertopsError
 from bertops.images import CUDA_IMAGE
 from components.deploy.inference_service import to_manifest
-from bertops.artifacts import TRAINING_FILE
 from components.finetune.finetune import FinetuneConfig, TrainResult
 
 if TYPE_CHECKING:

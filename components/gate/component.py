@@ -10,7 +10,6 @@ from bertops.images import CPU_IMAGE
 def promotion_gate(
     winner_evaluation: Input[Artifact],
     tokenized: Input[Dataset],
-    max_length: int,
     model_name: str,
     state_dir: str,
     tracking_uri: str,
@@ -28,13 +27,13 @@ def promotion_gate(
     import json
     from pathlib import Path
 
-    from bertops.step import step
     from bertops.evaluation import load_evaluation
+    from bertops.step import step
     from components.gate.gate import decide, evaluate_champion
 
     with step("gate"):
         winner = load_evaluation(Path(winner_evaluation.path))
-        champion = evaluate_champion(model_name, Path(tokenized.path), state_dir, tracking_uri, max_length)
+        champion = evaluate_champion(model_name, Path(tokenized.path), state_dir, tracking_uri)
         version, scores = champion if champion else ("", None)
         result = decide(winner, scores, version, promotion_metric, promotion_margin, min_accuracy, min_macro_f1)
         Path(decision.path).write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")

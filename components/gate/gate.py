@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bertops.errors import BertopsError
-from bertops.registry import CHAMPION_ALIAS, open_client
 from bertops.evaluation import ModelEvaluation, metric_direction
+from bertops.registry import CHAMPION_ALIAS, open_client
+from serving.scoring import evaluate_model
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ def decide(
 
 
 def evaluate_champion(
-    model_name: str, tokenized_dir: Path, state_dir: str, tracking_uri: str, max_length: int
+    model_name: str, tokenized_dir: Path, state_dir: str, tracking_uri: str
 ) -> tuple[str, ModelEvaluation] | None:
-    """The current champion's version and its scores on this run's splits; ``None`` if there is none."""
+    """The current champion's version and its scores on this run's splits, as it is served; ``None`` if there is none."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -83,7 +84,7 @@ def evaluate_champion(
     with tempfile.TemporaryDirectory(prefix="bertops-champion-") as scratch:
         local = mlflow.artifacts.download_artifacts(artifact_uri=str(version.source), dst_path=scratch)
         try:
-            scores = evaluate_model(Path(local), tokenized_dir, max_length)
+            scores = evaluate_model(Path(local), tokenized_dir)
         except BertopsError as exc:
             raise BertopsError(f"champion v{version.version} of {model_name!r} cannot be compared: {exc}") from exc
     return str(version.version), scores

@@ -26,10 +26,10 @@ def register(
     import json
     from pathlib import Path
 
-    from bertops.step import step
     from bertops.artifacts import training_record
     from bertops.evaluation import load_evaluation
-    from components.register.register import register_model
+    from bertops.step import step
+    from components.register.register import Submission, register_model
 
     with step("register"):
         metrics = load_evaluation(Path(evaluation.path)).flat()
@@ -49,8 +49,10 @@ def register(
             "Promotion gate": f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
         }
         reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), "gate_reason": str(gate["reason"])}
-        result = register_model(
-            Path(model.path), model_name, metrics, params, lineage, promote, state_dir, tracking_uri, decisions, reasons
-        )
+        submission = Submission(
+            Path(model.path), model_name, metrics, params, lineage, decisions, reasons,
+            files={"evaluation.json": Path(evaluation.path)},
+        )  # fmt: skip
+        result = register_model(submission, promote, state_dir, tracking_uri)
         Path(model_card.path).write_text(result.card, encoding="utf-8")
         return result.version

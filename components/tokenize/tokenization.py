@@ -18,6 +18,7 @@ from bertops.model_source import load_tokenizer
 
 log = logging.getLogger(__name__)
 
+
 def stratified_sample(labels: list[str], n: int, seed: int) -> list[int]:
     """Indices of ``n`` rows drawn class by class in turn, so a small slice still has every class."""
     if n <= 0 or n >= len(labels):
