@@ -56,7 +56,7 @@ def test_pipeline_runs_end_to_end_and_serves(bbc_data: Path, state_dir: Path) ->
     v2 = requests.post(endpoint.v2_infer_url, json=body, timeout=60)
     assert v2.status_code == 200
     assert {o["name"] for o in v2.json()["outputs"]} == {"label", "probabilities"}
-    _evaluated_labels_are_the_served_labels(endpoint, client, version.run_id, state_dir)
+    _evaluated_labels_are_the_served_labels(endpoint, client, str(version.run_id), state_dir)
 
 
 def _evaluated_labels_are_the_served_labels(
