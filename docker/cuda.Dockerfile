@@ -26,6 +26,7 @@ RUN uv python install "${PYTHON_VERSION}" \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bertops ./bertops
+COPY cli ./cli
 COPY components ./components
 COPY pipelines ./pipelines
 COPY serving ./serving

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -137,13 +138,43 @@ def _docker_runner(config: PipelineConfig, state_dir: Path, error_dir: Path) -> 
     )
 
 
+def _task_runner(config: PipelineConfig, runner: str, state_dir: Path, scratch: Path) -> Any:
+    """The kfp.local runner the tasks run on: this environment, or each step's image."""
+    from kfp import local
+
+    if runner == "docker":
+        return _docker_runner(config, state_dir, scratch)
+    return local.SubprocessRunner(use_venv=False)
+
+
+def _run_pipeline(
+    build_pipeline: Callable[[], Any], config: PipelineConfig, git_commit: str, error_file: Path, log_file: Path
+) -> Any:
+    """Run the pipeline on the initialised runner and return its outputs; a failing step's own
+    message (the error file it writes) beats kfp's generic one."""
+    previous = os.environ.get(ERROR_FILE_ENV)
+    os.environ[ERROR_FILE_ENV] = str(error_file)
+    try:
+        return build_pipeline()(**config.to_arguments(), git_commit=git_commit).outputs
+    except Exception as exc:
+        if error_file.is_file():
+            raise BertopsError(error_file.read_text(encoding="utf-8")) from exc
+        raise BertopsError(f"pipeline failed: {exc} (full log: {log_file})") from exc
+    finally:
+        if previous is None:
+            os.environ.pop(ERROR_FILE_ENV, None)
+        else:
+            os.environ[ERROR_FILE_ENV] = previous
+
+
 def run_local(
     config: PipelineConfig, git_commit: str = "unknown", verbose: bool = False, runner: str = "subprocess"
 ) -> LocalRunResult:
     """Run the whole pipeline with ``config``; ``BertopsError`` names the failing step and why.
 
     Paths in ``config`` should be absolute: the tasks run in other processes (or containers).
-    The tasks' full output goes to ``<state_dir>/runs/<time>.log``.
+    The tasks' full output goes to ``<state_dir>/runs/<time>.log``; the result says what the run
+    produced, for the caller to report.
     """
     from kfp import local
 
@@ -154,39 +185,22 @@ def run_local(
 
     from pipelines.training_pipeline import build_pipeline
 
+    if runner not in RUNNERS:
+        raise BertopsError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     state_dir = Path(config.registry.state_dir)
     pipeline_root = state_dir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     log_file = state_dir / "runs" / time.strftime("%Y%m%d-%H%M%S.log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    if runner not in RUNNERS:
-        raise BertopsError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     with (
         tempfile.TemporaryDirectory(prefix="bertops-run-", dir=state_dir) as scratch,
         log_file.open("w", encoding="utf-8") as log_handle,
         contextlib.redirect_stdout(_StepLogFilter(log_handle, sys.stdout, verbose)),
     ):
-        if runner == "docker":
-            task_runner = _docker_runner(config, state_dir, Path(scratch))
-        else:
-            task_runner = local.SubprocessRunner(use_venv=False)
+        task_runner = _task_runner(config, runner, state_dir, Path(scratch))
         local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-        error_file = Path(scratch) / "error.txt"
-        previous = os.environ.get(ERROR_FILE_ENV)
-        os.environ[ERROR_FILE_ENV] = str(error_file)
-        try:
-            task = build_pipeline()(**config.to_arguments(), git_commit=git_commit)
-        except Exception as exc:
-            if error_file.is_file():
-                raise BertopsError(error_file.read_text(encoding="utf-8")) from exc
-            raise BertopsError(f"pipeline failed: {exc} (full log: {log_file})") from exc
-        finally:
-            if previous is None:
-                os.environ.pop(ERROR_FILE_ENV, None)
-            else:
-                os.environ[ERROR_FILE_ENV] = previous
+        outputs = _run_pipeline(build_pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
     _drop_handlers_writing_to(_StepLogFilter)
-    outputs = task.outputs
     return LocalRunResult(
         data_version=str(outputs["data_version"]),
         validation=str(outputs["validation"]),

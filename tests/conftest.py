@@ -118,7 +118,8 @@ def kserve_crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     A clone without them skips only the checks that need them, with a one-line notice; CI
     (``CI=true``) has them and must run those checks.
     """
-    from bertops import k8s_tools
+    import k8s_tools
+
     from bertops.errors import BertopsError
 
     try:

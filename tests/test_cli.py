@@ -10,9 +10,7 @@ import pytest
 
 
 def _bertops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bertops.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -103,8 +101,8 @@ def test_submit_sends_the_run_as_the_profile_account_with_the_commit_and_the_vol
     """What `bertops submit` sends is what KFP runs: the service account its driver and launcher
     run as, the compile options, the run parameters, which pass the API server's type check
     (kubeflow/pipelines backend/src/apiserver/template/v2_template.go, validatePipelineJobInputs)."""
-    from bertops.cli import main
     from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
+    from cli.main import main
 
     api = _KfpApi()
     try:

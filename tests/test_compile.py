@@ -7,10 +7,10 @@ from google.protobuf import json_format
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from bertops.cli import main
 from bertops.cluster import PROFILE_NAMESPACE
 from bertops.config import parameter_names
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
+from cli.main import main
 
 
 def test_compiled_pipeline_loads_and_parses_strictly(tmp_path: Path) -> None:

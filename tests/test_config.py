@@ -3,7 +3,8 @@ import inspect
 import pytest
 
 from bertops import config as cfg
-from bertops.cli import build_parser, run_arguments
+from cli.kubeflow import run_arguments
+from cli.main import build_parser
 from pipelines.training_pipeline import training_pipeline
 
 

@@ -84,7 +84,7 @@ def test_pipeline_runs_in_containers_and_the_winner_serves_from_the_image(
     command = [
         sys.executable,
         "-m",
-        "bertops.cli",
+        "cli",
         "run",
         "--runner",
         "docker",
@@ -142,7 +142,7 @@ def test_pipeline_runs_in_containers_and_the_winner_serves_from_the_image(
             [
                 sys.executable,
                 "-m",
-                "bertops.cli",
+                "cli",
                 *["models", "promote", "1", "--model-name", "ctr-news"],
                 "--state-dir",
                 str(state),
@@ -159,14 +159,14 @@ def test_pipeline_runs_in_containers_and_the_winner_serves_from_the_image(
         endpoint = replaced
 
         listed = subprocess.run(
-            [sys.executable, "-m", "bertops.cli", "endpoints", "list", "--state-dir", str(state)],
+            [sys.executable, "-m", "cli", "endpoints", "list", "--state-dir", str(state)],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
         assert "ctr-news" in listed and "yes" in listed
         deleted = subprocess.run(
-            [sys.executable, "-m", "bertops.cli", "endpoints", "delete", "ctr-news", "--state-dir", str(state)],
+            [sys.executable, "-m", "cli", "endpoints", "delete", "ctr-news", "--state-dir", str(state)],
             capture_output=True,
             text=True,
             check=False,

@@ -17,6 +17,8 @@ from components.register.register import Submission, register_model
 from components.validate.validate import validate_dataset
 from pipelines.run_local import run_local
 
+pytestmark = pytest.mark.slow
+
 NAME = "gate-news"
 
 

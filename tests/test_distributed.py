@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -17,6 +18,8 @@ from components.finetune import checkpoint
 
 # Runs on every rank. It records which ranks called the checkpoint writer and the model export,
 # and dumps each rank's final weights, by wrapping those functions (nothing in the loop knows).
+pytestmark = pytest.mark.slow
+
 RANK_DRIVER = """
 import os, sys
 from pathlib import Path

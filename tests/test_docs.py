@@ -139,7 +139,7 @@ def test_the_bertops_commands_in_the_cluster_docs_parse() -> None:
     """Each `bertops compile/submit/models` line of docs/cluster.md is accepted by the real CLI."""
     import shlex
 
-    from bertops.cli import build_parser
+    from cli.main import build_parser
 
     parser = build_parser()
     found = []

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import k8s_tools
 import pytest
 import yaml
 
-from bertops import __version__, cluster, k8s_tools
+from bertops import __version__, cluster
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE, REPOSITORY
 from components.deploy.inference_service import (
@@ -21,6 +22,8 @@ from components.deploy.inference_service import (
     serving_runtime,
     to_manifest,
 )
+
+pytestmark = pytest.mark.cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHART = REPO_ROOT / "helm" / "bertops"

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import k8s_tools
 import pytest
 import urllib3
 from kubernetes.client import ApiClient, Configuration
 
-from bertops import k8s_tools
 from bertops.cluster import PROFILE_NAMESPACE
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
@@ -45,6 +45,8 @@ from components.deploy.inference_service import (
     serving_runtime,
     to_manifest,
 )
+
+pytestmark = pytest.mark.cluster
 
 NAME = "bbc-news-classifier"
 NAMESPACE = "bertops"
@@ -935,8 +937,8 @@ def live_version_2() -> dict[str, Any]:
 def test_cluster_rollback_redeploys_the_previous_champion(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], crd_schemas: dict
 ) -> None:
-    from bertops.cli import main
     from bertops.models import champion
+    from cli.main import main
 
     state = registry_with_two_champions(tmp_path)
     live = live_version_2()
@@ -970,8 +972,8 @@ def test_cluster_rollback_redeploys_the_previous_champion(
 def test_a_failed_cluster_rollback_leaves_the_champion_where_it_serves(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bertops.cli import main
     from bertops.models import champion
+    from cli.main import main
 
     state = registry_with_two_champions(tmp_path)
     live = live_version_2()

@@ -26,7 +26,7 @@ import yaml
 from kfp.cli.utils.parsing import parse_parameter_value
 
 from bertops import cluster
-from bertops.cli import main
+from cli.main import main
 
 _PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
 # bertops compile's option sets: the default, the multi-GPU one, the cluster profile.

@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import k8s_tools
 import pytest
 
-from bertops import __version__, cluster, k8s_tools
+from bertops import __version__, cluster
 from bertops.images import REPOSITORY
 from components.deploy.inference_service import ClusterDeployConfig, cpu_config, serving_runtime, to_manifest
+
+pytestmark = pytest.mark.cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO_ROOT / "manifests"

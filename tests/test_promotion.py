@@ -63,7 +63,7 @@ def test_only_a_better_model_moves_champion_and_redeploys(bbc_data: Path, tiny_m
     cli = [
         sys.executable,
         "-m",
-        "bertops.cli",
+        "cli",
         "models",
         "rollback",
         "--model-name",

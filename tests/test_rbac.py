@@ -26,10 +26,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import k8s_tools
 import pytest
 import yaml
 
-from bertops import cluster, k8s_tools
+from bertops import cluster
+
+pytestmark = pytest.mark.cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = Path(__file__).resolve().parent / "upstream"
@@ -136,7 +139,7 @@ def test_multi_user_kfp_runs_pods_as_the_account_bertops_submits_with() -> None:
     and ``bertops submit`` and the submit helper use it."""
     import inspect
 
-    from bertops.cli import build_parser
+    from cli.main import build_parser
     from pipelines.submit import submit
 
     params = dict(

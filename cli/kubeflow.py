@@ -1,0 +1,116 @@
+"""``bertops compile`` and ``bertops submit``: the pipeline for a Kubeflow Pipelines server."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bertops import config as cfg
+from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
+from cli import git
+from pipelines.compile import DEFAULT_FINETUNE_RETRIES
+
+COMPILED = "pipelines/compiled/bertops_pipeline.yaml"
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    """Write the pipeline's IR YAML with the target's defaults."""
+    from pipelines.compile import compile_pipeline
+
+    path = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
+    print(f"compiled pipeline: {path} (upload it in the Kubeflow UI or submit it with `kfp run create`)")
+
+
+def run_arguments(args: argparse.Namespace) -> dict[str, object]:
+    """The pipeline parameters given on the command line, as a run takes them (JSON settings decoded)."""
+    given = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
+    return {k: v for k, v in cfg.PipelineConfig().replace(**given).to_arguments().items() if k in given}
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    """Compile the pipeline and submit a run of it with the given parameters."""
+    from pipelines.compile import compile_pipeline
+    from pipelines.submit import submit
+
+    # The run's steps run in pods: refuse what cannot work there before compiling or submitting.
+    given = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
+    run = cfg.profile(args.target).replace(**given)
+    cfg.validate_settings(run)
+    cfg.check_run_settings(
+        pod=True,
+        finetune_gpus=run.placement.finetune_gpus,
+        launcher=run.placement.launcher,
+        workspace_pvc=args.workspace_pvc,
+        deploy_target=run.serve.deploy_target,
+        tracking_uri=run.registry.tracking_uri,
+        state_dir=run.registry.state_dir,
+    )
+    package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
+    arguments = {**run_arguments(args), "git_commit": git.commit(Path.cwd())}
+    run_id = submit(
+        args.host, package, arguments, args.experiment, args.run_name, args.service_account, run.serve.namespace
+    )
+    print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r}")
+
+
+def _cluster_flags() -> argparse.ArgumentParser:
+    """The flags that shape the compiled pipeline itself, shared by ``compile`` and ``submit``."""
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument(
+        "--workspace-pvc",
+        default="",
+        help="ReadWriteMany PVC mounted at /workspace in the finetune pods: checkpoints there survive a preempted "
+        "node, and launcher=TrainJob/PyTorchJob shares data through it (default: none)",
+    )
+    cluster.add_argument(
+        "--finetune-retries",
+        type=int,
+        default=DEFAULT_FINETUNE_RETRIES,
+        help=f"restarts of a failed finetune task (default: {DEFAULT_FINETUNE_RETRIES})",
+    )
+    return cluster
+
+
+def _add_compile(sub: argparse._SubParsersAction[argparse.ArgumentParser], cluster: argparse.ArgumentParser) -> None:
+    comp = sub.add_parser("compile", parents=[cluster], help="compile the pipeline to IR YAML for Kubeflow")
+    comp.add_argument("-o", "--output", default=COMPILED)
+    comp.add_argument(
+        "--target",
+        choices=cfg.TARGETS,
+        default="local",
+        help="defaults of the run parameters: local (this machine's paths and a local endpoint) or cluster "
+        f"(the InferenceService in {PROFILE_NAMESPACE}, data from the S3 DVC remote, tracking_uri required)"
+        " (default: local)",
+    )
+    comp.set_defaults(func=cmd_compile)
+
+
+def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser], cluster: argparse.ArgumentParser) -> None:
+    submit = sub.add_parser(
+        "submit", parents=[cluster], help="compile and submit a run to a Kubeflow Pipelines server (CI)"
+    )
+    submit.add_argument(
+        "--target",
+        choices=cfg.TARGETS,
+        default="cluster",
+        help="defaults of the run parameters, as for compile (default: cluster: a submitted run runs in pods)",
+    )
+    submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    submit.add_argument("--experiment", default="bertops")
+    submit.add_argument("--run-name", default=None)
+    submit.add_argument(
+        "--service-account",
+        default=PIPELINE_SERVICE_ACCOUNT,
+        help="service account of the run's pods, KFP's driver and launcher included "
+        f"(default: {PIPELINE_SERVICE_ACCOUNT}, a Kubeflow profile's; pipeline-runner on standalone KFP)",
+    )
+    submit.add_argument("-o", "--output", default=COMPILED)
+    cfg.add_arguments(submit)
+    submit.set_defaults(func=cmd_submit)
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``compile`` and ``submit``, which share the flags that shape the compiled pipeline."""
+    cluster = _cluster_flags()
+    _add_compile(sub, cluster)
+    _add_submit(sub, cluster)

@@ -1,0 +1,45 @@
+"""The ``bertops`` command: run the pipeline locally, compile it, manage data and endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bertops import config as cfg
+from bertops.env import configure_process
+from bertops.errors import BertopsError
+from cli import data, endpoints, kubeflow, models, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand with its flags; each sets ``func``, the function that runs it."""
+    parser = argparse.ArgumentParser(prog="bertops", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run.add_parser(sub)
+    kubeflow.add_parsers(sub)
+    data.add_parsers(sub)
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state-dir", default=cfg.RegistryConfig.state_dir)
+    endpoints.add_parsers(sub, state)
+    models.add_parser(sub, state)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bertops`` console command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    configure_process()
+    try:
+        args.func(args)
+    except BertopsError as exc:
+        print(f"bertops: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bertops: interrupted", file=sys.stderr)
+        return 130
+    return 0

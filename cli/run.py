@@ -1,0 +1,105 @@
+"""``bertops run``: the whole pipeline on this machine (kfp.local), then its summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bertops import config as cfg
+from cli import git
+from cli.endpoints import predict_v1
+
+if TYPE_CHECKING:
+    from pipelines.run_local import LocalRunResult
+
+log = logging.getLogger("bertops")
+
+SAMPLE_TEXT = "The central bank raised interest rates again as inflation stayed well above its target."
+
+
+def _absolute(config: cfg.PipelineConfig) -> cfg.PipelineConfig:
+    """Resolve relative paths now: the pipeline's tasks run in other processes."""
+    return config.replace(
+        data_path=str(Path(config.data.data_path).resolve()), state_dir=str(Path(config.registry.state_dir).resolve())
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Run the pipeline with the flags' settings; serve a promoted winner; print the summary."""
+    config = _absolute(cfg.from_namespace(args))
+    if args.runner == "docker" and config.serve.deploy_target == "local":
+        # A server started inside a step's container would die with it.
+        config = config.replace(deploy_target="docker")
+    # A flag that makes no sense (or malformed JSON) fails here, before any work, state or slow import.
+    cfg.validate_settings(config)
+
+    from bertops import dvc_data
+    from bertops.registry import open_client, version_metrics
+    from pipelines.run_local import run_local
+
+    root = Path.cwd()
+    started = time.perf_counter()
+    default_data = Path(config.data.data_path) == root / "data" and (root / "data.dvc").is_file()
+    if default_data and not config.data.data_remote and not dvc_data.is_clean(root):
+        log.info("data: %s", dvc_data.pull(root))
+    log.info("running the pipeline on the embedded runtime (kfp.local, %s runner)", args.runner)
+    result = run_local(config, git_commit=git.commit(root), verbose=args.verbose, runner=args.runner)
+    name, state = config.registry.model_name, config.registry.state_dir
+    client = open_client(config.registry.tracking_uri, state)
+    metrics = version_metrics(client, name, result.version)
+    tags: dict[str, str] = client.get_model_version(name, result.version).tags
+    if tags.get("promoted") == "true" and config.serve.deploy_target == "docker":
+        from components.deploy.deploy_docker import deploy_docker
+
+        log.info("serving version %s from the serving image", result.version)
+        deploy_docker(name, result.version, state, config.registry.tracking_uri)
+    print(summary(config, result, metrics, tags, (time.perf_counter() - started) / 60))
+
+
+def summary(
+    config: cfg.PipelineConfig, result: LocalRunResult, metrics: dict[str, float], tags: dict[str, str], minutes: float
+) -> str:
+    """The end-of-run summary: data, winner, metrics, registration, promotion and the endpoint's answer."""
+    from bertops import endpoints
+
+    name, state = config.registry.model_name, config.registry.state_dir
+    promoted = tags.get("promoted") == "true"
+    lines = [
+        "",
+        "bertops run: summary",
+        f"  data version      {result.data_version}",
+        f"  validation        {result.validation}",
+        f"  winner            candidate {result.winner!r} of {len(config.to_arguments()['candidates'])}",
+        f"  test accuracy     {metrics['test_accuracy']:.4f} (macro F1 {metrics['test_macro_f1']:.4f}, "
+        f"ECE {metrics['test_ece']:.4f}, {metrics['batch_latency_ms']:.0f} ms per batch of 32)",
+        f"  registered        {name} version {result.version} ({config.registry.tracking_uri or 'local registry in ' + state})",
+        f"  promotion         {'champion' if promoted else 'not promoted'}: {tags.get('gate_reason', '')}",
+    ]
+    endpoint = next((e for e in endpoints.list_endpoints(state) if e.name == name), None)
+    if endpoint is not None and endpoint.model_version == result.version:
+        label, probs = predict_v1(endpoint, SAMPLE_TEXT)
+        lines += [
+            f"  endpoint          {endpoint.url} (V1 {endpoint.v1_predict_url}, V2 {endpoint.v2_infer_url})",
+            f"  prediction        {SAMPLE_TEXT!r} -> {label} ({probs[label]:.2f})",
+        ]
+    else:
+        lines.append("  endpoint          not redeployed (the winner did not pass the promotion gate)")
+    lines.append(f"  wall time         {minutes:.1f} min (full log: {result.log_file})")
+    return "\n".join(lines)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``run``: the runner and every pipeline setting as a flag."""
+    run = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local) and deploy locally")
+    run.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="subprocess: every step in this Python environment (default); docker: every step in its "
+        "container image (build them with `make images`), and the winner served from the serving image",
+    )
+    cfg.add_arguments(run)
+    run.set_defaults(func=cmd_run)
