@@ -28,11 +28,11 @@ def cmd_data(args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     """Run the pipeline's validation on a data directory or file and say where the report is."""
     from bertops.dvc_data import data_version
-    from components.validate.validate import ValidationFailed, validate_dataset
+    from components.validate.validate import REFERENCE_PROFILE, ValidationFailed, validate_dataset
 
     config = cfg.from_namespace(args)
     data_path, out = Path(args.path), Path(args.out)
-    profile = Path(config.registry.state_dir) / "validation" / "reference_profile.json"
+    profile = Path(config.registry.state_dir) / REFERENCE_PROFILE
     try:
         report = validate_dataset(
             data_path,

@@ -44,17 +44,18 @@ def validate(
     Returns the data version (``md5:...`` from the ``.dvc`` file, or ``untracked``) so later
     steps can record lineage, a one-line summary of the checks, and the finetune GPU count as
     the string the KFP driver reads an accelerator count as. Drift is measured against
-    ``<state_dir>/validation/reference_profile.json``, which a passing run replaces.
+    the reference profile under ``state_dir`` (``REFERENCE_PROFILE``), which a passing run replaces.
     """
+    import dataclasses
     import shutil
     from collections import namedtuple
     from pathlib import Path
 
     from bertops.config import ValidationConfig, check_run_settings, in_pod
-    from bertops.dvc_data import data_version, pull_from_remote
     from bertops.step import step
-    from components.validate.validate import validate_dataset
+    from components.validate.validate import REFERENCE_PROFILE, validate_source
 
+    settings = locals()
     with step("validate"):
         check_run_settings(
             pod=in_pod(),
@@ -65,26 +66,12 @@ def validate(
             tracking_uri=tracking_uri,
             state_dir=state_dir,
         )
-        source = Path(data_path)
-        if data_remote:
-            pull_from_remote(source, data_remote)
-        version = data_version(source)
-        config = ValidationConfig(
-            labels=labels,
-            min_text_chars=min_text_chars,
-            max_text_chars=max_text_chars,
-            min_train_rows=min_train_rows,
-            min_eval_rows=min_eval_rows,
-            max_rows=max_rows,
-            min_class_share=min_class_share,
-            max_class_share=max_class_share,
-            max_label_drift=max_label_drift,
-            max_length_drift=max_length_drift,
-        )
+        config = ValidationConfig(**{f.name: settings[f.name] for f in dataclasses.fields(ValidationConfig)})
         out = Path(dataset.path)
-        profile = Path(state_dir) / "validation" / "reference_profile.json"
         try:
-            result = validate_dataset(source, out, version, text_column, label_column, config, profile)
+            version, result = validate_source(
+                data_path, data_remote, out, text_column, label_column, config, Path(state_dir) / REFERENCE_PROFILE
+            )
         finally:
             if (out / "report.html").is_file():
                 shutil.copyfile(out / "report.html", report.path)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertops import dvc_data
 from bertops.config import ValidationConfig
 from bertops.dataio import SPLITS, load_dataset, write_jsonl
 from bertops.errors import BertopsError
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+# The accepted data's profile that drift is measured against, under the state directory.
+REFERENCE_PROFILE = "validation/reference_profile.json"
 
 LENGTH, STRING, HASH, SEEN = "__length", "__is_string", "__text_id", "__seen_in_earlier_split"
 # A text equal to an earlier split's text only after normalise_text (the exact match is SEEN's).
@@ -208,92 +212,112 @@ def build_suite(
     exp = gx.expectations
     suite = gx.ExpectationSuite(name=f"bertops-{split}")
     min_rows = config.min_train_rows if split == "train" else config.min_eval_rows
-    suite.add_expectation(
+    expectations: list[Any] = [
         exp.ExpectTableRowCountToBeBetween(
             min_value=min_rows, max_value=config.max_rows, description=f"row count in [{min_rows}, {config.max_rows}]"
-        )
-    )
-    for column, present_as in ((text_column, text_column + LENGTH), (label_column, label_column)):
-        suite.add_expectation(exp.ExpectColumnToExist(column=present_as, description=f"required column {column!r}"))
-    if text_column + LENGTH not in columns or label_column not in columns:
-        return suite
-    text, label = text_column, label_column
-    suite.add_expectation(exp.ExpectColumnValuesToNotBeNull(column=text + LENGTH, description="no missing text"))
-    suite.add_expectation(exp.ExpectColumnValuesToNotBeNull(column=label, description="no missing label"))
-    suite.add_expectation(
-        exp.ExpectColumnValuesToBeInSet(column=text + STRING, value_set=[True], description="text is a string")
-    )
-    suite.add_expectation(
+        ),
+        *(
+            exp.ExpectColumnToExist(column=present_as, description=f"required column {column!r}")
+            for column, present_as in ((text_column, text_column + LENGTH), (label_column, label_column))
+        ),
+    ]
+    if text_column + LENGTH in columns and label_column in columns:
+        expectations += _text_expectations(split, text_column, config)
+        expectations += _label_expectations(split, label_column, labels, config)
+        if split == "train" and reference is not None:
+            expectations += _drift_expectations(text_column, label_column, config, reference)
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    return suite
+
+
+def _text_expectations(split: str, text: str, config: ValidationConfig) -> list[Any]:
+    """Text present, a string, of a sane length, unique, and (outside train) not leaked from an earlier split."""
+    import great_expectations as gx
+
+    exp = gx.expectations
+    checks: list[Any] = [
+        exp.ExpectColumnValuesToNotBeNull(column=text + LENGTH, description="no missing text"),
+        exp.ExpectColumnValuesToBeInSet(column=text + STRING, value_set=[True], description="text is a string"),
         exp.ExpectColumnValuesToBeBetween(
             column=text + LENGTH,
             min_value=config.min_text_chars,
             max_value=config.max_text_chars,
             description=f"text length in [{config.min_text_chars}, {config.max_text_chars}] characters",
-        )
-    )
-    suite.add_expectation(exp.ExpectColumnValuesToBeUnique(column=text + HASH, description="no duplicate texts"))
+        ),
+        exp.ExpectColumnValuesToBeUnique(column=text + HASH, description="no duplicate texts"),
+    ]
     if split != "train":
-        suite.add_expectation(
+        checks += [
             exp.ExpectColumnValuesToBeInSet(
                 column=text + SEEN, value_set=[False], description="no text shared with an earlier split (leakage)"
-            )
-        )
-        suite.add_expectation(
+            ),
             exp.ExpectColumnValuesToBeInSet(
                 column=text + NEAR_SEEN,
                 value_set=[False],
                 description="no text equal to an earlier split's up to case and whitespace (near-duplicate leakage)",
-            )
-        )
+            ),
+        ]
+    return checks
+
+
+def _label_expectations(split: str, label: str, labels: list[str], config: ValidationConfig) -> list[Any]:
+    """Labels present, well-formed (train), in the label set, and each class within its share bounds."""
+    import great_expectations as gx
+
+    exp = gx.expectations
+    checks: list[Any] = [exp.ExpectColumnValuesToNotBeNull(column=label, description="no missing label")]
     if split == "train":
         # The label set comes from train (or --labels), so a malformed label in another split
         # is already an unknown label there; checking train names the rows at their source.
-        for suffix, description in (
-            (PADDED, "label has no leading or trailing whitespace"),
-            (VARIANT, "no label differs from another only in case or whitespace"),
-            (MIXED, "labels are all numeric codes or all names, not a mix"),
-        ):
-            suite.add_expectation(
-                exp.ExpectColumnValuesToBeInSet(column=label + suffix, value_set=[False], description=description)
+        checks += [
+            exp.ExpectColumnValuesToBeInSet(column=label + suffix, value_set=[False], description=description)
+            for suffix, description in (
+                (PADDED, "label has no leading or trailing whitespace"),
+                (VARIANT, "no label differs from another only in case or whitespace"),
+                (MIXED, "labels are all numeric codes or all names, not a mix"),
             )
-    suite.add_expectation(
+        ]
+    checks.append(
         exp.ExpectColumnValuesToBeInSet(column=label, value_set=labels, description=f"label in {{{', '.join(labels)}}}")
     )
     for name in labels:
-        suite.add_expectation(
+        checks += [
             exp.ExpectColumnValuesToBeInSet(
                 column=label,
                 value_set=[name],
                 mostly=config.min_class_share,
                 description=f"label {name!r} has at least {config.min_class_share:.0%} of rows (class collapse)",
-            )
-        )
-        suite.add_expectation(
+            ),
             exp.ExpectColumnValuesToNotBeInSet(
                 column=label,
                 value_set=[name],
                 mostly=round(1 - config.max_class_share, 6),
                 description=f"label {name!r} has at most {config.max_class_share:.0%} of rows",
-            )
-        )
-    if split == "train" and reference is not None:
-        suite.add_expectation(
-            exp.ExpectColumnKLDivergenceToBeLessThan(
-                column=label,
-                partition_object={"values": list(reference["labels"]), "weights": list(reference["labels"].values())},
-                threshold=config.max_label_drift,
-                description=f"label mix within KL {config.max_label_drift} of the reference ({reference['data_version']})",
-            )
-        )
-        suite.add_expectation(
-            exp.ExpectColumnKLDivergenceToBeLessThan(
-                column=text + LENGTH,
-                partition_object={"bins": reference["length_edges"], "weights": reference["length_weights"]},
-                threshold=config.max_length_drift,
-                description=f"text lengths within KL {config.max_length_drift} of the reference ({reference['data_version']})",
-            )
-        )
-    return suite
+            ),
+        ]
+    return checks
+
+
+def _drift_expectations(text: str, label: str, config: ValidationConfig, reference: dict[str, Any]) -> list[Any]:
+    """The train split's label mix and text lengths within KL bounds of the accepted reference profile."""
+    import great_expectations as gx
+
+    exp = gx.expectations
+    return [
+        exp.ExpectColumnKLDivergenceToBeLessThan(
+            column=label,
+            partition_object={"values": list(reference["labels"]), "weights": list(reference["labels"].values())},
+            threshold=config.max_label_drift,
+            description=f"label mix within KL {config.max_label_drift} of the reference ({reference['data_version']})",
+        ),
+        exp.ExpectColumnKLDivergenceToBeLessThan(
+            column=text + LENGTH,
+            partition_object={"bins": reference["length_edges"], "weights": reference["length_weights"]},
+            threshold=config.max_length_drift,
+            description=f"text lengths within KL {config.max_length_drift} of the reference ({reference['data_version']})",
+        ),
+    ]
 
 
 def _run_suite(
@@ -477,3 +501,23 @@ labels {html.escape(", ".join(report.labels))}. {html.escape(report.summary())}.
 {rows}
 </table></body></html>
 """
+
+
+def validate_source(
+    data_path: str,
+    data_remote: str,
+    out_dir: Path,
+    text_column: str,
+    label_column: str,
+    config: ValidationConfig,
+    profile_path: Path,
+) -> tuple[str, ValidationReport]:
+    """Pull ``data_path`` from ``data_remote`` when one is given, version it, and validate it.
+
+    Returns the data version (``md5:...`` from its ``.dvc`` file, or ``untracked``) and the report.
+    """
+    source = Path(data_path)
+    if data_remote:
+        dvc_data.pull_from_remote(source, data_remote)
+    version = dvc_data.data_version(source)
+    return version, validate_dataset(source, out_dir, version, text_column, label_column, config, profile_path)
