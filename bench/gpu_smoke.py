@@ -43,7 +43,6 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import platform
 import random
 import statistics
@@ -56,9 +55,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
@@ -714,6 +710,9 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the smoke checks, print the table, write the JSON; 1 when a row failed."""
+    from bertops.env import apply_env_defaults
+
+    apply_env_defaults()
     cli = argparse.ArgumentParser(prog="python bench/gpu_smoke.py", description=__doc__.split("\n")[0])
     cli.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, GPU-only checks skipped (for CI)")
     cli.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON result (default: {DEFAULT_OUT})")

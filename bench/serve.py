@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertops.env import apply_env_defaults
+
 HOST = "127.0.0.1"
 MODEL_NAME = "bench"
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
@@ -301,7 +303,7 @@ def format_row(row: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run")
@@ -313,12 +315,26 @@ def main() -> None:
         help="torch threads of the baseline (0: torch's default, one per core; 1 resists a busy machine)",
     )
     parser.add_argument("--serve-baseline", nargs=3, metavar=("MODEL_DIR", "PORT", "THREADS"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def _start_servers(model_dir: Path, work: Path, baseline_threads: int) -> list[Server]:
+    """The plain kserve.Model baseline and the bertops server, on the same model, each on its own port."""
+    baseline_port, bertops_port = free_port(), free_port()
+    baseline = ["-m", "bench.serve", "--serve-baseline", str(model_dir), str(baseline_port), str(baseline_threads)]
+    ours = ["-m", "serving.server", "--model-dir", str(model_dir), "--model-name", MODEL_NAME]
+    return [
+        start("baseline", baseline, baseline_port, work),
+        start("bertops", [*ours, "--http-port", str(bertops_port)], bertops_port, work),
+    ]
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.serve_baseline:
         serve_baseline(args.serve_baseline[0], int(args.serve_baseline[1]), int(args.serve_baseline[2]))
         return
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    apply_env_defaults()
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -326,37 +342,7 @@ def main() -> None:
     try:
         model_dir = build_model(work / "model")
         texts = bench_texts()
-        baseline_port, bertops_port = free_port(), free_port()
-        servers = [
-            start(
-                "baseline",
-                [
-                    "-m",
-                    "bench.serve",
-                    "--serve-baseline",
-                    str(model_dir),
-                    str(baseline_port),
-                    str(args.baseline_threads),
-                ],
-                baseline_port,
-                work,
-            ),
-            start(
-                "bertops",
-                [
-                    "-m",
-                    "serving.server",
-                    "--model-dir",
-                    str(model_dir),
-                    "--model-name",
-                    MODEL_NAME,
-                    "--http-port",
-                    str(bertops_port),
-                ],
-                bertops_port,
-                work,
-            ),
-        ]
+        servers = _start_servers(model_dir, work, args.baseline_threads)
         from transformers import AutoTokenizer
 
         tokens = [len(ids) for ids in AutoTokenizer.from_pretrained(str(model_dir))(texts)["input_ids"]]

