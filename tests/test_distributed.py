@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from components.finetune import checkpoint
 from bertops.artifacts import TRAINING_FILE
+from components.finetune import checkpoint
 
 # Runs on every rank. It records which ranks called the checkpoint writer and the model export,
 # and dumps each rank's final weights, by wrapping those functions (nothing in the loop knows).

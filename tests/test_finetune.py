@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from bertops.artifacts import CURVES_FILE
 from bertops.batching import length_grouped_batches, pad_batch, shard_steps
 from bertops.device import autocast_dtype
 from bertops.errors import BertopsError
 from components.finetune import checkpoint
 from components.finetune.__main__ import parser
-from bertops.artifacts import CURVES_FILE
 from components.finetune.finetune import FinetuneConfig, finetune, train
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bertops.artifacts import TRAINING_FILE
 from bertops.errors import BertopsError
 from components.finetune import checkpoint
-from bertops.artifacts import TRAINING_FILE
 from components.finetune.finetune import FinetuneConfig, train
 
 # The real CLI, with checkpoint.save wrapped so that the process SIGKILLs itself the moment the
