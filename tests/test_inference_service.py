@@ -23,12 +23,12 @@ from bertops import k8s_tools
 from bertops.cluster import PROFILE_NAMESPACE
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
+from bertops.k8s import load_api_client, to_manifest
 from components.deploy.deploy_cluster import (
     APPLY_PATCH,
     FIELD_MANAGER,
     deploy_cluster,
     deploy_registered_version,
-    load_api_client,
     registered_storage_uri,
     restorable,
 )
@@ -41,7 +41,6 @@ from components.deploy.inference_service import (
     cpu_config,
     inference_service,
     serving_runtime,
-    to_manifest,
 )
 
 NAME = "bbc-news-classifier"

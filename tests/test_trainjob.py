@@ -17,17 +17,8 @@ from bertops.errors import BertopsError
 from components.deploy.inference_service import ClusterDeployConfig
 from components.finetune.__main__ import parser
 from components.finetune.finetune import FinetuneConfig
-from components.finetune.trainjob import (
-    PYTORCHJOB,
-    TrainJobConfig,
-    check_launcher,
-    job_manifest,
-    job_name,
-    job_namespace,
-    submit,
-    train_on_cluster,
-    wait_finished,
-)
+from components.finetune.job_spec import PYTORCHJOB, TrainJobConfig, check_launcher, job_manifest, job_name
+from components.finetune.trainjob import job_namespace, submit, train_on_cluster, wait_finished
 
 NAME = "ft-run-1"
 FINETUNE = FinetuneConfig(batch_size=32, grad_accumulation=2, max_steps=600, checkpoint_every=100, patience=3)

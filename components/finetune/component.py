@@ -56,7 +56,8 @@ def finetune(
     from bertops.config import in_pod
     from bertops.step import step
     from components.finetune.finetune import FinetuneConfig, checkpoint_location, train
-    from components.finetune.trainjob import TrainJobConfig, check_launcher, job_namespace, train_on_cluster
+    from components.finetune.job_spec import TrainJobConfig, check_launcher
+    from components.finetune.trainjob import job_namespace, train_on_cluster
 
     with step("finetune"):
         check_launcher(launcher, run_name, workspace_pvc)
@@ -88,7 +89,7 @@ def finetune(
                 # Beside a per-run artifact nothing can resume from them later: free the space.
                 shutil.rmtree(checkpoint_location(out, config), ignore_errors=True)
         else:
-            from components.deploy.deploy_cluster import load_api_client
+            from bertops.k8s import load_api_client
 
             job = TrainJobConfig(
                 kind=launcher,
