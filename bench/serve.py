@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertops.env import apply_env_defaults
+
 HOST = "127.0.0.1"
 MODEL_NAME = "bench"
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
@@ -317,8 +319,7 @@ def main() -> None:
     if args.serve_baseline:
         serve_baseline(args.serve_baseline[0], int(args.serve_baseline[1]), int(args.serve_baseline[2]))
         return
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    apply_env_defaults()
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))

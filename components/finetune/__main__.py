@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from bertops.env import configure_process
 from bertops.errors import BertopsError
 from components.finetune.finetune import FinetuneConfig, train
 
@@ -53,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO if main_rank else logging.WARNING,
         format=f"%(asctime)s finetune[rank {os.environ.get('RANK', '0')}] %(levelname)s %(message)s",
     )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    configure_process()
     try:
         train(tokenized, out, FinetuneConfig(**args))
     except BertopsError as exc:
