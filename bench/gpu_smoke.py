@@ -316,8 +316,8 @@ class SmokeRun:
         print(f"  {name:<16} {status:<4}  {detail}", file=sys.stderr, flush=True)
 
     def loop_config(self, **overrides: Any) -> Any:
-        """The small BERT's training settings; ``overrides`` are further ``FinetuneConfig`` fields."""
-        from components.finetune.finetune import FinetuneConfig
+        """The small BERT's training settings; ``overrides`` are further ``LoopConfig`` fields."""
+        from components.finetune.config import LoopConfig
 
         settings: dict[str, Any] = {
             "base_model": str(self.small_model),
@@ -329,9 +329,10 @@ class SmokeRun:
             "device": self.device_request,
             "precision": "bf16",
             "checkpoint_every": 0,
+            "eval_every": 0,
         }
         settings.update(overrides)
-        return FinetuneConfig(**settings)
+        return LoopConfig(**settings)
 
     # --- set-up
 

@@ -16,21 +16,21 @@ from bertops import k8s_tools
 from bertops.errors import BertopsError
 from components.deploy.inference_service import ClusterDeployConfig
 from components.finetune.__main__ import parser
-from components.finetune.finetune import FinetuneConfig
+from components.finetune.config import LoopConfig
 from components.finetune.job_spec import PYTORCHJOB, TrainJobConfig, check_launcher, job_manifest, job_name
 from components.finetune.trainjob import job_namespace, submit, train_on_cluster, wait_finished
 
 NAME = "ft-run-1"
-FINETUNE = FinetuneConfig(batch_size=32, grad_accumulation=2, max_steps=600, checkpoint_every=100, patience=3)
+FINETUNE = LoopConfig(batch_size=32, grad_accumulation=2, max_steps=600, checkpoint_every=100, patience=3)
 PLACEMENT = ClusterDeployConfig()
 
 
-def parsed_command(command: list[str]) -> tuple[dict[str, Any], FinetuneConfig]:
+def parsed_command(command: list[str]) -> tuple[dict[str, Any], LoopConfig]:
     """What ``python -m components.finetune`` makes of the job's torchrun command line."""
     assert command[:3] == ["torchrun", "--module", "components.finetune"]
     args = vars(parser().parse_args(command[3:]))
     paths = {"tokenized": args.pop("tokenized"), "out": args.pop("out")}
-    return paths, FinetuneConfig(**args)
+    return paths, LoopConfig(**args)
 
 
 def pod_from(spec: dict[str, Any]) -> dict[str, Any]:

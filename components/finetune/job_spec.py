@@ -26,7 +26,7 @@ from bertops.env import ENV_DEFAULTS
 from bertops.errors import BertopsError
 from bertops.images import CUDA_IMAGE
 from bertops.k8s import to_manifest
-from components.finetune.finetune import FinetuneConfig
+from components.finetune.config import LoopConfig
 
 TRAINJOB = "TrainJob"
 PYTORCHJOB = "PyTorchJob"
@@ -114,7 +114,7 @@ def workspace(config: TrainJobConfig, name: str) -> Path:
     return Path(config.workspace_mount) / name
 
 
-def trainer_command(finetune: FinetuneConfig, job_dir: Path) -> list[str]:
+def trainer_command(finetune: LoopConfig, job_dir: Path) -> list[str]:
     """``torchrun -m components.finetune`` with every setting as a flag; torchrun reads the rest from ``PET_*``."""
     args = ["torchrun", "--module", "components.finetune"]
     args += ["--tokenized", str(job_dir / "tokenized"), "--out", str(job_dir / "model")]
@@ -275,7 +275,7 @@ def pytorch_job(name: str, command: list[str], config: TrainJobConfig) -> Any:
     )
 
 
-def job_manifest(name: str, finetune: FinetuneConfig, config: TrainJobConfig) -> dict[str, Any]:
+def job_manifest(name: str, finetune: LoopConfig, config: TrainJobConfig) -> dict[str, Any]:
     """The JSON/YAML form of the job ``config.kind`` that runs ``finetune`` in ``name``'s workspace."""
     check_job_config(config)
     if config.gpus_per_node:

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from bertops.artifacts import TRAINING_FILE
 from bertops.errors import BertopsError
 from bertops.k8s import api_error, wait_until
-from components.finetune.finetune import FinetuneConfig, TrainResult
+from components.finetune.config import LoopConfig
+from components.finetune.finetune import TrainResult
 from components.finetune.job_spec import (
     API,
     FAILED,
@@ -180,7 +181,7 @@ def wait_finished(
 def train_on_cluster(
     tokenized_dir: Path,
     out_dir: Path,
-    finetune: FinetuneConfig,
+    finetune: LoopConfig,
     job: TrainJobConfig,
     run_name: str,
     api: ApiClient,
