@@ -158,10 +158,11 @@ def interleaved(
 
     from bertops.artifacts import load_tokenized
     from bertops.model_source import load_tokenizer, resolve_model_source
+    from components.finetune.config import LoopConfig
     from components.finetune.distributed import init_distributed
-    from components.finetune.finetune import FinetuneConfig, TrainingRun
+    from components.finetune.finetune import TrainingRun
 
-    config = FinetuneConfig(
+    config = LoopConfig(
         base_model=MODEL,
         batch_size=batch_size,
         max_steps=steps,
@@ -169,6 +170,8 @@ def interleaved(
         warmup_ratio=WARMUP,
         weight_decay=WEIGHT_DECAY,
         seed=seed,
+        # Evaluated once, at the end, as the Trainer it runs beside.
+        eval_every=0,
     )
     ctx, device = init_distributed(config.device)
     loop = TrainingRun(tokenized, work / "loop", config, ctx, device)

@@ -60,6 +60,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     # Run as a file: its own folder is first on sys.path; the project's packages are in the root.
     sys.path[0] = str(ROOT)
+# After the path fix: run as a file, the project's packages are importable only from here on.
+from bertops.env import apply_env_defaults  # noqa: E402
+
+apply_env_defaults()
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "gpu_smoke.json"
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -312,8 +316,8 @@ class SmokeRun:
         print(f"  {name:<16} {status:<4}  {detail}", file=sys.stderr, flush=True)
 
     def loop_config(self, **overrides: Any) -> Any:
-        """The small BERT's training settings; ``overrides`` are further ``FinetuneConfig`` fields."""
-        from components.finetune.finetune import FinetuneConfig
+        """The small BERT's training settings; ``overrides`` are further ``LoopConfig`` fields."""
+        from components.finetune.config import LoopConfig
 
         settings: dict[str, Any] = {
             "base_model": str(self.small_model),
@@ -325,9 +329,10 @@ class SmokeRun:
             "device": self.device_request,
             "precision": "bf16",
             "checkpoint_every": 0,
+            "eval_every": 0,
         }
         settings.update(overrides)
-        return FinetuneConfig(**settings)
+        return LoopConfig(**settings)
 
     # --- set-up
 

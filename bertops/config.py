@@ -91,35 +91,32 @@ class ValidationConfig:
 
 
 @dataclass
-class TrainConfig:
-    """The fine-tuning run."""
+class FinetuneConfig:
+    """The settings of one fine-tuning run that are pipeline parameters too.
+
+    The pipeline's ``TrainConfig`` extends it with what other steps need; the loop's own command
+    extends it with settings the pipeline leaves at their defaults
+    (``components.finetune.config.LoopConfig``).
+    """
 
     base_model: str = field(
         default=DEFAULT_BASE_MODEL,
         metadata={"help": "local model directory, 'pypi:PACKAGE/SUBDIR', or a hub id (needs a hub)"},
     )
-    max_length: int = field(default=128, metadata={"help": "tokens kept per text (longer texts are truncated)"})
-    batch_size: int = field(default=16, metadata={"help": "training batch size"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size (per process)"})
     epochs: int = field(default=1, metadata={"help": "passes over the training split (max_steps wins if set)"})
+    # The default run (60 steps) is shorter than an epoch of the default data.
     max_steps: int = field(default=60, metadata={"help": "optimizer steps (0: run all epochs)"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warm-up"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)"})
     seed: int = field(default=42, metadata={"help": "seed for weights init, shuffling and dropout"})
-    candidates: str = field(
-        default=DEFAULT_CANDIDATES,
-        metadata={
-            "help": "JSON list of candidates fine-tuned in parallel: {id, base_model, learning_rate, batch_size, "
-            "epochs, max_steps}; missing fields take the values above",
-            "json": list,
-        },
-    )
     grad_accumulation: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     precision: str = field(
         default="auto",
         metadata={"help": "auto (bf16 where the hardware has it, fp16 on older GPUs, else fp32), bf16, fp16, fp32"},
     )
-    # The default run (60 steps) is shorter than an epoch: every 20 steps gives its curves 3 points.
+    # Every 20 steps gives the default run's curves 3 points.
     eval_every: int = field(
         default=20, metadata={"help": "evaluate on the validation split every K steps (0: each epoch and at the end)"}
     )
@@ -132,6 +129,21 @@ class TrainConfig:
         metadata={
             "help": "directory on a persistent volume: a restarted finetune task resumes from its checkpoints "
             "(per run and candidate below it; empty: checkpoints live only as long as the task)"
+        },
+    )
+
+
+@dataclass
+class TrainConfig(FinetuneConfig):
+    """The fine-tuning run: the loop's settings, the sequence length and the candidates trained at once."""
+
+    max_length: int = field(default=128, metadata={"help": "tokens kept per text (longer texts are truncated)"})
+    candidates: str = field(
+        default=DEFAULT_CANDIDATES,
+        metadata={
+            "help": "JSON list of candidates fine-tuned in parallel: {id, base_model, learning_rate, batch_size, "
+            "epochs, max_steps}; missing fields take the values above",
+            "json": list,
         },
     )
 
@@ -296,20 +308,48 @@ def parameter_names() -> list[str]:
     return [f.name for group in GROUPS for f in dataclasses.fields(group)]
 
 
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no) as a flag's value."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, title: str = "", keep_defaults: bool = True
+) -> None:
+    """One ``--flag`` per field of dataclass ``cls``, typed by its default, its help from the field's metadata.
+
+    The flags form an argument group named ``title`` (default: the class name without ``Config``).
+    With ``keep_defaults`` false every flag defaults to ``None``, so the caller sees which were given.
+    JSON-valued fields take the JSON text (decoded by ``decode_json``).
+    """
+    group = parser.add_argument_group(title or cls.__name__.removesuffix("Config").lower())
+    for f in dataclasses.fields(cls):
+        default = f.default
+        kind = type(default)
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=parse_bool if kind is bool else kind,
+            default=default if keep_defaults else None,
+            metavar=kind.__name__.upper(),
+            help=f"{f.metadata.get('help', '')} (default: {default!r})",
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser, groups: tuple[type, ...] = GROUPS) -> None:
-    """Add one ``--flag`` per field of ``groups``, grouped as in the dataclasses."""
+    """Add one ``--flag`` per field of ``groups``, grouped as in the dataclasses; unset flags parse as ``None``."""
     for group_type in groups:
-        arg_group = parser.add_argument_group(group_type.__name__.removesuffix("Config").lower())
-        for f in dataclasses.fields(group_type):
-            default = f.default
-            arg_group.add_argument(
-                "--" + f.name.replace("_", "-"),
-                dest=f.name,
-                type=type(default),
-                default=None,
-                metavar=type(default).__name__.upper(),
-                help=f"{f.metadata.get('help', '')} (default: {default!r})",
-            )
+        add_dataclass_arguments(parser, group_type, keep_defaults=False)
+
+
+def fields_of(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that are fields of dataclass ``cls``: its keyword arguments out of a wider mapping."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {name: value for name, value in values.items() if name in names}
 
 
 def from_namespace(namespace: argparse.Namespace, base: PipelineConfig | None = None) -> PipelineConfig:

@@ -11,9 +11,11 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from bertops.config import add_dataclass_arguments
+from bertops.device import PRECISIONS
+
 BACKENDS = ("auto", "onnx", "torch")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOG_FORMATS = ("json", "text")
 
 
@@ -77,16 +79,7 @@ class ServingConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per ``ServingConfig`` field, with its default in the help."""
-    group = parser.add_argument_group("serving")
-    for f in dataclasses.fields(ServingConfig):
-        group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=type(f.default),
-            default=f.default,
-            metavar=type(f.default).__name__.upper(),
-            help=f"{f.metadata['help']} (default: {f.default!r})",
-        )
+    add_dataclass_arguments(parser, ServingConfig, title="serving")
 
 
 def from_namespace(namespace: argparse.Namespace) -> ServingConfig:

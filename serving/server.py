@@ -16,6 +16,7 @@ import gc
 import sys
 from typing import Any
 
+from bertops.env import configure_process
 from serving import config as serving_config
 from serving.config import ServingConfig
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = sys.argv[:1]
     from serving.logs import configure_logging
 
+    configure_process()
     configure_logging(config.log_format)
 
     from kserve import ModelServer

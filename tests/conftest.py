@@ -79,10 +79,12 @@ def tokenized_small(validated: Path, tiny_model: Path, tmp_path_factory: pytest.
 @pytest.fixture(scope="session")
 def trained_tiny(tokenized_small: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model fine-tuned for 150 steps (a few seconds): 0.75-0.77 validation accuracy over seeds 0-3."""
-    from components.finetune.finetune import finetune
+    from components.finetune.config import LoopConfig
+    from components.finetune.finetune import train
 
     out = tmp_path_factory.mktemp("trained")
-    finetune(tokenized_small, out, str(tiny_model), batch_size=16, max_steps=150, learning_rate=2e-3)
+    config = LoopConfig(base_model=str(tiny_model), batch_size=16, max_steps=150, learning_rate=2e-3, eval_every=0)
+    train(tokenized_small, out, config)
     return out
 
 

@@ -23,8 +23,9 @@ import torch.distributed as dist
 from bertops.device import DeviceClock, autocast_dtype, compile_toolchain_problem, pick_device
 from bertops.errors import BertopsError
 from components.finetune.__main__ import main as finetune_main
+from components.finetune.config import LoopConfig
 from components.finetune.distributed import DistContext, init_distributed
-from components.finetune.finetune import FinetuneConfig, TrainingRun, train
+from components.finetune.finetune import TrainingRun, train
 
 
 def fake_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int] = (9, 0)) -> None:
@@ -167,7 +168,7 @@ def test_compile_on_cuda_without_a_c_compiler_is_refused_up_front(
     fake_gpu(monkeypatch)
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    config = FinetuneConfig(base_model=str(tiny_model), device="cuda", compile=True, max_steps=1)
+    config = LoopConfig(base_model=str(tiny_model), device="cuda", compile=True, max_steps=1)
     with pytest.raises(BertopsError, match=r"compile=true on cuda needs gcc or clang on PATH") as caught:
         train(tokenized_small, tmp_path / "m", config)
     assert "\n" not in str(caught.value)
@@ -207,7 +208,7 @@ def test_an_fp16_checkpoint_trains_with_fp32_weights(tokenized_small: Path, tiny
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(half)
     assert AutoModelForMaskedLM.from_pretrained(half).dtype == torch.float16  # the default keeps fp16
 
-    config = FinetuneConfig(base_model=str(half), max_steps=2, learning_rate=1e-3)
+    config = LoopConfig(base_model=str(half), max_steps=2, learning_rate=1e-3)
     run = TrainingRun(tokenized_small, tmp_path / "m", config, DistContext(), torch.device("cpu"))
     assert {p.dtype for p in run.model.parameters()} == {torch.float32}
     for _ in run.steps():
@@ -229,12 +230,12 @@ def test_a_checkpoint_of_another_resolved_precision_is_not_resumed(
     out = tmp_path / "m"
     # A CPU with native bf16 (torch/backends/cpu, get_cpu_capability) resolves "auto" to bf16.
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AMX")
-    first = train(tokenized_small, out, FinetuneConfig(base_model=str(tiny_model), max_steps=2, checkpoint_every=1))
+    first = train(tokenized_small, out, LoopConfig(base_model=str(tiny_model), max_steps=2, checkpoint_every=1))
     assert first.precision == "bfloat16"
     monkeypatch.undo()
 
     for precision in ("fp16", "fp32"):
-        config = FinetuneConfig(base_model=str(tiny_model), max_steps=2, checkpoint_every=1, precision=precision)
+        config = LoopConfig(base_model=str(tiny_model), max_steps=2, checkpoint_every=1, precision=precision)
         with pytest.raises(BertopsError, match=r"other settings \(precision\)"):
             train(tokenized_small, out, config)
 

@@ -11,7 +11,8 @@ from bertops.device import autocast_dtype
 from bertops.errors import BertopsError
 from components.finetune import checkpoint
 from components.finetune.__main__ import parser
-from components.finetune.finetune import FinetuneConfig, finetune, train
+from components.finetune.config import LoopConfig
+from components.finetune.finetune import train
 
 
 def test_pad_batch_pads_to_longest_with_mask() -> None:
@@ -53,9 +54,9 @@ def test_finetune_learns_and_saves_a_loadable_classifier(trained_tiny: Path) -> 
 
 def test_invalid_training_settings_are_rejected(tokenized_small: Path, tiny_model: Path, tmp_path: Path) -> None:
     with pytest.raises(BertopsError, match="batch_size=0"):
-        finetune(tokenized_small, tmp_path, str(tiny_model), batch_size=0)
+        train(tokenized_small, tmp_path, LoopConfig(base_model=str(tiny_model), batch_size=0))
     with pytest.raises(BertopsError, match="grad_accumulation=0, precision='int8'"):
-        finetune(tokenized_small, tmp_path, str(tiny_model), grad_accumulation=0, precision="int8")
+        train(tokenized_small, tmp_path, LoopConfig(base_model=str(tiny_model), grad_accumulation=0, precision="int8"))
 
 
 def test_shard_steps_give_each_rank_its_share_of_the_same_batches() -> None:
@@ -72,9 +73,8 @@ def test_early_stopping_keeps_the_best_weights(tokenized_small: Path, tiny_model
     from safetensors.torch import load_file
 
     # A learning rate too small to change any prediction: the first evaluation stays the best.
-    result = finetune(
-        tokenized_small, tmp_path / "m", str(tiny_model), max_steps=40, learning_rate=1e-7, eval_every=4, patience=2
-    )
+    config = LoopConfig(base_model=str(tiny_model), max_steps=40, learning_rate=1e-7, eval_every=4, patience=2)
+    result = train(tokenized_small, tmp_path / "m", config)
     assert result.stopped_early and result.steps == 12 and result.best_step == 4
     assert [h["step"] for h in result.history] == [4, 8, 12]
     assert result.validation_accuracy == result.history[0]["val_accuracy"]
@@ -87,7 +87,7 @@ def test_early_stopping_keeps_the_best_weights(tokenized_small: Path, tiny_model
 def test_gradient_accumulation_counts_samples_per_optimizer_step(
     tokenized_small: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    config = FinetuneConfig(base_model=str(tiny_model), batch_size=8, grad_accumulation=3, max_steps=5)
+    config = LoopConfig(base_model=str(tiny_model), batch_size=8, grad_accumulation=3, max_steps=5)
     result = train(tokenized_small, tmp_path / "m", config)
     assert result.effective_batch_size == 24 and result.train_samples == 120
     assert result.tokens_per_second > 0
@@ -96,5 +96,5 @@ def test_gradient_accumulation_counts_samples_per_optimizer_step(
 def test_cli_flags_cover_every_setting() -> None:
     args = vars(parser().parse_args(["--tokenized", "t", "--out", "o", "--compile", "true", "--patience", "3"]))
     assert args.pop("tokenized") == Path("t") and args.pop("out") == Path("o")
-    config = FinetuneConfig(**args)
-    assert config.compile is True and config.patience == 3 and config.batch_size == FinetuneConfig().batch_size
+    config = LoopConfig(**args)
+    assert config.compile is True and config.patience == 3 and config.batch_size == LoopConfig().batch_size

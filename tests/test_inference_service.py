@@ -13,24 +13,22 @@ import copy
 import json
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import k8s_tools
 import pytest
 import urllib3
-from kubernetes.client import ApiClient, Configuration
+from support import RecordedTransport, Request, client_with
 
 from bertops.cluster import PROFILE_NAMESPACE
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
+from bertops.k8s import load_api_client, to_manifest
 from components.deploy.deploy_cluster import (
     APPLY_PATCH,
     FIELD_MANAGER,
     deploy_cluster,
     deploy_registered_version,
-    load_api_client,
     registered_storage_uri,
     restorable,
 )
@@ -43,7 +41,6 @@ from components.deploy.inference_service import (
     cpu_config,
     inference_service,
     serving_runtime,
-    to_manifest,
 )
 
 pytestmark = pytest.mark.cluster
@@ -312,53 +309,6 @@ def test_webhook_rules_refuse_storage_kserve_cannot_download() -> None:
 
 
 # --- the cluster path, against the real client and a recorded transport ----------------------
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: Any
-
-
-class RecordedTransport:
-    """Takes the place of urllib3's PoolManager inside the kubernetes client.
-
-    ``responses`` maps an HTTP method to the (status, JSON body) answers for its requests, in
-    order; the last one repeats (polling sees the same object until something changes it).
-    """
-
-    def __init__(self, responses: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
-        self.responses = {method: list(answers) for method, answers in responses.items()}
-        self.requests: list[Request] = []
-
-    def request(
-        self, method: str, url: str, fields: Any = None, headers: Any = None, body: Any = None, **_: Any
-    ) -> urllib3.HTTPResponse:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query)) or dict(fields or [])
-        self.requests.append(
-            Request(method, parts.path, query, dict(headers or {}), json.loads(body) if body else None)
-        )
-        answers = self.responses[method]
-        status, payload = answers.pop(0) if len(answers) > 1 else answers[0]
-        return urllib3.HTTPResponse(
-            body=json.dumps(payload).encode(),
-            status=status,
-            headers={"Content-Type": "application/json"},
-            preload_content=True,
-        )
-
-    def calls(self) -> list[tuple[str, str]]:
-        return [(r.method, r.path) for r in self.requests]
-
-
-def client_with(transport: RecordedTransport) -> ApiClient:
-    api = ApiClient(Configuration(host="https://kubernetes.test"))
-    api.rest_client.pool_manager = transport
-    return api
 
 
 NOT_FOUND = (

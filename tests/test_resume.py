@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from bertops.artifacts import TRAINING_FILE
 from bertops.errors import BertopsError
 from components.finetune import checkpoint
-from components.finetune.finetune import FinetuneConfig, train
+from components.finetune.config import LoopConfig
+from components.finetune.finetune import train
 
 # The real CLI, with checkpoint.save wrapped so that the process SIGKILLs itself the moment the
 # checkpoint of KILL_AT_STEP is on disk: a deterministic crash at the worst-timed place.
@@ -105,7 +106,7 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(
 
 
 def test_finished_run_started_again_only_exports(tokenized_small: Path, tiny_model: Path, tmp_path: Path) -> None:
-    config = FinetuneConfig(base_model=str(tiny_model), max_steps=6, learning_rate=2e-3, checkpoint_every=0)
+    config = LoopConfig(base_model=str(tiny_model), max_steps=6, learning_rate=2e-3, checkpoint_every=0)
     first = train(tokenized_small, tmp_path / "model", config)
     again = train(tokenized_small, tmp_path / "model", config)
     assert again.resumed_from_step == 6 and again.steps == 6
@@ -114,7 +115,7 @@ def test_finished_run_started_again_only_exports(tokenized_small: Path, tiny_mod
 
 
 def test_checkpoint_of_other_settings_is_refused(tokenized_small: Path, tiny_model: Path, tmp_path: Path) -> None:
-    config = FinetuneConfig(base_model=str(tiny_model), max_steps=4, learning_rate=2e-3)
+    config = LoopConfig(base_model=str(tiny_model), max_steps=4, learning_rate=2e-3)
     train(tokenized_small, tmp_path / "model", config)
     config.learning_rate = 1e-3
     with pytest.raises(BertopsError, match=r"other settings \(learning_rate\)"):

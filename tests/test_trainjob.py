@@ -4,45 +4,33 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import k8s_tools
 import pytest
-import urllib3
-from kubernetes.client import ApiClient, Configuration
+from support import RecordedTransport, client_with
 
 from bertops.errors import BertopsError
 from components.deploy.inference_service import ClusterDeployConfig
 from components.finetune.__main__ import parser
-from components.finetune.finetune import FinetuneConfig
-from components.finetune.trainjob import (
-    PYTORCHJOB,
-    TrainJobConfig,
-    check_launcher,
-    job_manifest,
-    job_name,
-    job_namespace,
-    submit,
-    train_on_cluster,
-    wait_finished,
-)
+from components.finetune.config import LoopConfig
+from components.finetune.job_spec import PYTORCHJOB, TrainJobConfig, check_launcher, job_manifest, job_name
+from components.finetune.trainjob import job_namespace, submit, train_on_cluster, wait_finished
 
 NAME = "ft-run-1"
-FINETUNE = FinetuneConfig(batch_size=32, grad_accumulation=2, max_steps=600, checkpoint_every=100, patience=3)
+FINETUNE = LoopConfig(batch_size=32, grad_accumulation=2, max_steps=600, checkpoint_every=100, patience=3)
 PLACEMENT = ClusterDeployConfig()
 
 
-def parsed_command(command: list[str]) -> tuple[dict[str, Any], FinetuneConfig]:
+def parsed_command(command: list[str]) -> tuple[dict[str, Any], LoopConfig]:
     """What ``python -m components.finetune`` makes of the job's torchrun command line."""
     assert command[:3] == ["torchrun", "--module", "components.finetune"]
     args = vars(parser().parse_args(command[3:]))
     paths = {"tokenized": args.pop("tokenized"), "out": args.pop("out")}
-    return paths, FinetuneConfig(**args)
+    return paths, LoopConfig(**args)
 
 
 def pod_from(spec: dict[str, Any]) -> dict[str, Any]:
@@ -192,34 +180,6 @@ def test_job_names_are_dns_labels_stable_per_run() -> None:
 # --- submit and wait, against the real client over a recorded transport ----------------------
 
 
-class RecordedTransport:
-    """Stands in for urllib3's PoolManager inside the kubernetes client; answers in order, the last repeats."""
-
-    def __init__(self, responses: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
-        self.responses = {method: list(answers) for method, answers in responses.items()}
-        self.requests: list[tuple[str, str, Any]] = []
-        self.queries: list[dict[str, str]] = []
-
-    def request(self, method: str, url: str, body: Any = None, fields: Any = None, **_: Any) -> urllib3.HTTPResponse:
-        parts = urlsplit(url)
-        self.requests.append((method, parts.path, json.loads(body) if body else None))
-        self.queries.append(dict(parse_qsl(parts.query)) or dict(fields or []))
-        answers = self.responses[method]
-        status, payload = answers.pop(0) if len(answers) > 1 else answers[0]
-        return urllib3.HTTPResponse(
-            body=json.dumps(payload).encode(),
-            status=status,
-            headers={"Content-Type": "application/json"},
-            preload_content=True,
-        )
-
-
-def client_with(transport: RecordedTransport) -> ApiClient:
-    api = ApiClient(Configuration(host="https://kubernetes.test"))
-    api.rest_client.pool_manager = transport
-    return api
-
-
 def stored(manifest: dict[str, Any], conditions: list[dict[str, str]] | None = None) -> dict[str, Any]:
     obj = copy.deepcopy(manifest)
     obj["metadata"].update(uid="2b0c7a4e-1f1e-4c55-9d1a-6f1f0e7b5a10", resourceVersion="1001", generation=1)
@@ -245,12 +205,12 @@ def test_submit_creates_the_job_and_waits_until_complete() -> None:
     api = client_with(transport)
     submit(api, manifest)
     wait_finished(api, "TrainJob", "bertops", NAME, timeout=5, poll_interval=0)
-    assert [(m, p) for m, p, _ in transport.requests] == [
+    assert transport.calls() == [
         ("POST", TRAINJOBS),
         ("GET", f"{TRAINJOBS}/{NAME}"),
         ("GET", f"{TRAINJOBS}/{NAME}"),
     ]
-    assert transport.requests[0][2] == manifest
+    assert transport.requests[0].body == manifest
 
 
 def test_a_retried_step_waits_for_the_job_it_submitted_before() -> None:
@@ -258,7 +218,7 @@ def test_a_retried_step_waits_for_the_job_it_submitted_before() -> None:
     conflict = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}
     transport = RecordedTransport({"POST": [(409, conflict)], "GET": [(200, stored(manifest, [condition("Running")]))]})
     submit(client_with(transport), manifest)
-    assert [m for m, _, _ in transport.requests] == ["POST", "GET"]
+    assert [r.method for r in transport.requests] == ["POST", "GET"]
 
 
 NOT_FOUND = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
@@ -287,7 +247,7 @@ def test_a_retried_step_replaces_a_job_that_failed(kind: str, plural: str) -> No
     )
     submit(client_with(transport), manifest, poll_interval=0)
     item = f"{plural}/{NAME}"
-    assert [(m, p) for m, p, _ in transport.requests] == [
+    assert transport.calls() == [
         ("POST", plural),
         ("GET", item),
         ("DELETE", item),
@@ -295,8 +255,8 @@ def test_a_retried_step_replaces_a_job_that_failed(kind: str, plural: str) -> No
         ("GET", item),
         ("POST", plural),
     ]
-    assert transport.queries[2] == {"propagationPolicy": "Foreground"}
-    assert transport.requests[-1][2] == manifest
+    assert transport.requests[2].query == {"propagationPolicy": "Foreground"}
+    assert transport.requests[-1].body == manifest
 
 
 @pytest.mark.parametrize(("kind", "succeeded"), [("TrainJob", "Complete"), (PYTORCHJOB, "Succeeded")])
@@ -307,7 +267,7 @@ def test_a_retried_step_keeps_a_job_that_succeeded(kind: str, succeeded: str) ->
     api = client_with(transport)
     assert submit(api, manifest, poll_interval=0) == done
     assert wait_finished(api, kind, "bertops", NAME, timeout=5, poll_interval=0) == done
-    assert [m for m, _, _ in transport.requests] == ["POST", "GET", "GET"]
+    assert [r.method for r in transport.requests] == ["POST", "GET", "GET"]
 
 
 def test_a_failed_job_fails_the_step_with_the_operators_reason() -> None:
@@ -335,7 +295,7 @@ def test_train_on_cluster_hands_over_data_and_brings_the_model_back(
     assert result.steps == 150
     assert (out / "model.safetensors").is_file()
     assert (tmp_path / "workspace" / name / "tokenized" / "train.parquet").is_file()
-    assert transport.requests[0][2] == manifest
+    assert transport.requests[0].body == manifest
 
 
 def test_train_on_cluster_needs_the_workspace_mounted(tokenized_small: Path, tmp_path: Path) -> None:

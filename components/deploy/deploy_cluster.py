@@ -12,13 +12,12 @@ step fails with one line that says what happened and what was restored.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bertops.errors import BertopsError
+from bertops.k8s import api_error, load_api_client, to_manifest, wait_until
 from components.deploy.inference_service import (
     DEPLOYMENT_MODE_ANNOTATION,
     KNATIVE,
@@ -28,7 +27,6 @@ from components.deploy.inference_service import (
     canonical_mode,
     check_webhook_rules,
     inference_service,
-    to_manifest,
 )
 
 if TYPE_CHECKING:
@@ -66,32 +64,6 @@ class NotReadyError(Exception):
     """The applied InferenceService did not become Ready; the message says why."""
 
 
-def load_api_client() -> ApiClient:
-    """A client for the cluster this runs in (a pipeline pod), else the current kubeconfig context."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        try:
-            config.load_kube_config()
-        except config.ConfigException as exc:
-            raise BertopsError(
-                f"no Kubernetes cluster to deploy to: not in a pod and no usable kubeconfig ({exc})"
-            ) from exc
-    return client.ApiClient()
-
-
-def _api_error(exc: Exception) -> str:
-    """The API server's own message for a failed request (its Status body), else the HTTP reason."""
-    body = getattr(exc, "body", None)
-    try:
-        message = json.loads(body)["message"] if body else None
-    except (ValueError, KeyError, TypeError):
-        message = None
-    return f"{getattr(exc, 'status', '')} {message or getattr(exc, 'reason', exc)}".strip()
-
-
 def get_inference_service(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     """The InferenceService as the API server holds it, or None when there is none."""
     from kubernetes.client import CustomObjectsApi
@@ -103,7 +75,7 @@ def get_inference_service(api: ApiClient, namespace: str, name: str) -> dict[str
     except ApiException as exc:
         if exc.status == 404:
             return None
-        raise BertopsError(f"cannot read InferenceService {namespace}/{name}: {_api_error(exc)}") from exc
+        raise BertopsError(f"cannot read InferenceService {namespace}/{name}: {api_error(exc)}") from exc
     except HTTPError as exc:
         raise BertopsError(f"cannot read InferenceService {namespace}/{name}: {exc}") from exc
 
@@ -135,7 +107,7 @@ def apply_inference_service(api: ApiClient, manifest: dict[str, Any]) -> dict[st
         )
     except ApiException as exc:
         raise BertopsError(
-            f"InferenceService {meta['namespace']}/{meta['name']} was refused: {_api_error(exc)}"
+            f"InferenceService {meta['namespace']}/{meta['name']} was refused: {api_error(exc)}"
         ) from exc
     return dict(stored)
 
@@ -149,7 +121,7 @@ def delete_inference_service(api: ApiClient, namespace: str, name: str) -> None:
         CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as exc:
         if exc.status != 404:
-            raise BertopsError(f"cannot delete InferenceService {namespace}/{name}: {_api_error(exc)}") from exc
+            raise BertopsError(f"cannot delete InferenceService {namespace}/{name}: {api_error(exc)}") from exc
 
 
 @dataclass(frozen=True)
@@ -218,22 +190,21 @@ def wait_ready(
     api: ApiClient, namespace: str, name: str, rollout: Rollout, timeout: float, poll_interval: float
 ) -> dict[str, Any]:
     """Poll until KServe reports the applied spec served; ``NotReadyError`` when it will not or did not in time."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def probe() -> tuple[dict[str, Any] | None, str]:
         try:
             current = get_inference_service(api, namespace, name)
         except BertopsError as exc:
             # A dropped connection or a busy API server: keep asking until the deadline.
-            reason = str(exc)
-        else:
-            if current is None:
-                raise NotReadyError("was deleted while waiting for it to become Ready")
-            reason = _not_ready_reason(current, rollout)
-            if not reason:
-                return current
-        if time.monotonic() >= deadline:
-            raise NotReadyError(f"was not Ready after {timeout:g}s ({reason})")
-        time.sleep(poll_interval)
+            return None, str(exc)
+        if current is None:
+            raise NotReadyError("was deleted while waiting for it to become Ready")
+        reason = _not_ready_reason(current, rollout)
+        return (None if reason else current), reason
+
+    return wait_until(
+        probe, timeout, poll_interval, lambda reason: NotReadyError(f"was not Ready after {timeout:g}s ({reason})")
+    )
 
 
 def restorable(previous: dict[str, Any]) -> dict[str, Any]:

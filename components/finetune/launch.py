@@ -1,0 +1,104 @@
+"""The finetune step's work, apart from its KFP wrapper: train here or as a cluster job, then export to ONNX.
+
+The component passes its parameters in and publishes what comes back; everything that decides
+something happens here, where tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from bertops.artifacts import write_training_record
+from bertops.config import FinetuneConfig, in_pod
+from bertops.k8s import load_api_client
+from components.finetune.config import LoopConfig, checkpoint_location
+from components.finetune.finetune import TrainResult, train
+from components.finetune.job_spec import TrainJobConfig, check_launcher
+from components.finetune.trainjob import job_namespace, train_on_cluster
+
+log = logging.getLogger(__name__)
+
+# What the step logs as KFP metrics, from the run's record.
+METRICS = (
+    "final_train_loss",
+    "validation_accuracy",
+    "samples_per_second",
+    "tokens_per_second",
+    "train_seconds",
+    "steps",
+    "best_step",
+    "resumed_from_step",
+    "world_size",
+    "effective_batch_size",
+    "stopped_early",
+)
+
+
+def finetune_step(
+    tokenized_dir: Path,
+    out_dir: Path,
+    settings: FinetuneConfig,
+    launcher: str = "local",
+    job: TrainJobConfig | None = None,
+    run_name: str = "",
+    candidate_id: str = "",
+    pod_gpus: str = "0",
+) -> TrainResult:
+    """Fine-tune with ``settings`` into ``out_dir`` on ``launcher``, then add ``model.onnx`` beside the model.
+
+    ``job`` says where a TrainJob/PyTorchJob runs (its kind is ``launcher``). Each run
+    (``run_name``) and candidate (``candidate_id``) checkpoints in its own directory below
+    ``settings.checkpoint_dir``; left empty, the checkpoints beside the model are removed once
+    the model is saved. ``pod_gpus`` above 0 in a Kubernetes pod makes local training require CUDA.
+    """
+    check_launcher(launcher, run_name, job.workspace_pvc if job else "")
+    # One run's candidates train at once: each needs its own checkpoints and its own job.
+    task_key = "/".join(part for part in (run_name, candidate_id) if part)
+    config = LoopConfig(
+        **asdict(settings),
+        device="cuda" if launcher == "local" and in_pod() and int(pod_gpus or "0") > 0 else "auto",
+    )
+    if settings.checkpoint_dir:
+        config.checkpoint_dir = str(Path(settings.checkpoint_dir) / (task_key or "run"))
+    if launcher == "local":
+        result = train(tokenized_dir, out_dir, config)
+        if not settings.checkpoint_dir:
+            # Beside a per-run artifact nothing can resume from them later: free the space.
+            shutil.rmtree(checkpoint_location(out_dir, config), ignore_errors=True)
+    else:
+        assert job is not None  # check_launcher refused a job launcher without a workspace
+        result = train_on_cluster(
+            tokenized_dir, out_dir, config, replace(job, kind=launcher), task_key, load_api_client()
+        )
+    return export_onnx_beside(out_dir, result)
+
+
+def cluster_job(namespace: str, num_nodes: int, gpus_per_node: int, workspace_pvc: str) -> TrainJobConfig:
+    """Where a TrainJob/PyTorchJob runs: this pod's namespace (where the workspace PVC is), else ``namespace``."""
+    return TrainJobConfig(
+        namespace=job_namespace(namespace),
+        num_nodes=num_nodes,
+        gpus_per_node=gpus_per_node,
+        workspace_pvc=workspace_pvc,
+    )
+
+
+def export_onnx_beside(model_dir: Path, result: TrainResult) -> TrainResult:
+    """Write ``model.onnx`` into ``model_dir`` when it matches PyTorch; the record gains its largest difference.
+
+    A graph that fails its parity check is left out with a warning: the server then runs PyTorch.
+    """
+    from serving.onnx_export import OnnxParityError, export_onnx
+
+    try:
+        export = export_onnx(model_dir)
+    except OnnxParityError as exc:
+        log.warning("no ONNX model beside %s: %s", model_dir, exc)
+        return result
+    result = replace(result, onnx_max_abs_diff=export.max_abs_diff)
+    write_training_record(model_dir, asdict(result))
+    log.info("exported %s (largest difference from PyTorch %.1e)", export.path, export.max_abs_diff)
+    return result
