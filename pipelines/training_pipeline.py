@@ -208,9 +208,7 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: s
             if finetune_retries:
                 # A preempted spot GPU node fails the task; the retry resumes from the checkpoints.
                 trained.set_retry(num_retries=finetune_retries, backoff_duration="60s", backoff_factor=2.0)
-            evaluated = evaluate(
-                model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"], max_length=max_length
-            )
+            evaluated = evaluate(model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"])
         selected = select_winner(
             candidates=planned.output,
             models=dsl.Collected(trained.outputs["model"]),
@@ -220,7 +218,6 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: s
         gate = promotion_gate(
             winner_evaluation=selected.outputs["winner_evaluation"],
             tokenized=tokenized.outputs["tokenized"],
-            max_length=max_length,
             model_name=model_name,
             state_dir=state_dir,
             tracking_uri=tracking_uri,
