@@ -237,36 +237,17 @@ def serving_runtime(config: ClusterDeployConfig) -> Any:
     )
 
 
-def inference_service(
-    name: str,
-    storage_uri: str,
-    config: ClusterDeployConfig,
-    labels: dict[str, str] | None = None,
-    annotations: dict[str, str] | None = None,
-) -> Any:
-    """The ``InferenceService`` serving the model files at ``storage_uri`` with ``config.runtime``."""
-    from kserve import (
-        V1beta1InferenceService,
-        V1beta1InferenceServiceSpec,
-        V1beta1ModelFormat,
-        V1beta1ModelSpec,
-        V1beta1PredictorSpec,
-        constants,
-    )
-    from kubernetes.client import (
-        V1ObjectMeta,
-        V1PodSecurityContext,
-        V1ResourceRequirements,
-        V1SeccompProfile,
-        V1Toleration,
-    )
+def predictor_spec(storage_uri: str, config: ClusterDeployConfig) -> Any:
+    """The predictor of the InferenceService: model, runtime, resources, placement, scaling, security."""
+    from kserve import V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
+    from kubernetes.client import V1PodSecurityContext, V1ResourceRequirements, V1SeccompProfile, V1Toleration
 
     requests: dict[str, Any] = {"cpu": config.cpu_request, "memory": config.memory_request}
     limits: dict[str, Any] = {"cpu": config.cpu_limit, "memory": config.memory_limit}
     if config.gpus:
         # Extended resources must be requested and limited alike; Kubernetes rejects anything else.
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = config.gpus
-    predictor = V1beta1PredictorSpec(
+    return V1beta1PredictorSpec(
         model=V1beta1ModelSpec(
             # The SDK defaults the container name to ''; leave it out: KServe names the container.
             name=None,
@@ -295,6 +276,19 @@ def inference_service(
             run_as_non_root=True, seccomp_profile=V1SeccompProfile(type="RuntimeDefault")
         ),
     )
+
+
+def inference_service(
+    name: str,
+    storage_uri: str,
+    config: ClusterDeployConfig,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> Any:
+    """The ``InferenceService`` serving the model files at ``storage_uri`` with ``config.runtime``."""
+    from kserve import V1beta1InferenceService, V1beta1InferenceServiceSpec, constants
+    from kubernetes.client import V1ObjectMeta
+
     isvc = V1beta1InferenceService(
         api_version=f"{constants.KSERVE_GROUP}/{constants.KSERVE_V1BETA1_VERSION}",
         kind=constants.KSERVE_KIND_INFERENCESERVICE,
@@ -304,7 +298,7 @@ def inference_service(
             labels={**PART_OF_LABEL, **(labels or {})},
             annotations={**(annotations or {}), DEPLOYMENT_MODE_ANNOTATION: config.deployment_mode},
         ),
-        spec=V1beta1InferenceServiceSpec(predictor=predictor),
+        spec=V1beta1InferenceServiceSpec(predictor=predictor_spec(storage_uri, config)),
     )
     check_webhook_rules(to_manifest(isvc))
     return isvc
