@@ -46,32 +46,18 @@ def validate(
     the string the KFP driver reads an accelerator count as. Drift is measured against
     the reference profile under ``state_dir`` (``REFERENCE_PROFILE``), which a passing run replaces.
     """
-    import dataclasses
     import shutil
     from collections import namedtuple
     from pathlib import Path
 
-    from bertops.config import ValidationConfig, check_run_settings, in_pod
     from bertops.step import step
-    from components.validate.validate import REFERENCE_PROFILE, validate_source
+    from components.validate.validate import validate_run
 
-    settings = locals()
+    settings = dict(locals())
     with step("validate"):
-        check_run_settings(
-            pod=in_pod(),
-            finetune_gpus=finetune_gpus,
-            launcher=launcher,
-            workspace_pvc=workspace_pvc,
-            deploy_target=deploy_target,
-            tracking_uri=tracking_uri,
-            state_dir=state_dir,
-        )
-        config = ValidationConfig(**{f.name: settings[f.name] for f in dataclasses.fields(ValidationConfig)})
         out = Path(dataset.path)
         try:
-            version, result = validate_source(
-                data_path, data_remote, out, text_column, label_column, config, Path(state_dir) / REFERENCE_PROFILE
-            )
+            version, result = validate_run(settings, out)
         finally:
             if (out / "report.html").is_file():
                 shutil.copyfile(out / "report.html", report.path)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertops import dvc_data
-from bertops.config import ValidationConfig
+from bertops.config import ValidationConfig, check_run_settings, in_pod, run_setting_problems
 from bertops.dataio import SPLITS, load_dataset, write_jsonl
 from bertops.errors import BertopsError
 
@@ -521,3 +521,28 @@ def validate_source(
         dvc_data.pull_from_remote(source, data_remote)
     version = dvc_data.data_version(source)
     return version, validate_dataset(source, out_dir, version, text_column, label_column, config, profile_path)
+
+
+def validate_run(settings: dict[str, Any], out_dir: Path) -> tuple[str, ValidationReport]:
+    """The validate step: check the run's settings (``check_run_settings``), then ``validate_source``.
+
+    ``settings`` holds the step's parameters by name: the ``ValidationConfig`` fields, the run
+    settings ``run_setting_problems`` checks, ``data_path``, ``data_remote``, the column names
+    and ``state_dir``, under which the drift reference lives (``REFERENCE_PROFILE``).
+    """
+    import dataclasses
+    import inspect
+
+    checked = inspect.signature(run_setting_problems).parameters
+    check_run_settings(pod=in_pod(), **{name: settings[name] for name in checked if name != "pod"})
+    config = ValidationConfig(**{f.name: settings[f.name] for f in dataclasses.fields(ValidationConfig)})
+    profile = Path(settings["state_dir"]) / REFERENCE_PROFILE
+    return validate_source(
+        settings["data_path"],
+        settings["data_remote"],
+        out_dir,
+        settings["text_column"],
+        settings["label_column"],
+        config,
+        profile,
+    )
