@@ -3,8 +3,8 @@
 import pytest
 
 from bertops.errors import BertopsError
-from bertops.evaluation import Evaluation, ModelEvaluation
 from components.candidates.candidates import plan_candidates, select_winner
+from bertops.evaluation import Evaluation, ModelEvaluation
 from components.gate.gate import decide
 
 DEFAULTS = {"base_model": "m", "learning_rate": 1e-4, "batch_size": 16, "epochs": 1, "max_steps": 60}

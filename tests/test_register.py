@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from bertops.errors import BertopsError
-from bertops.registry import CHAMPION_ALIAS, model_files, open_client, version_metrics
+from bertops.registry import CHAMPION_ALIAS, open_client, version_metrics
+from bertops.registry import model_files
 from components.register.register import register_model
 
 LINEAGE = {"data_version": "md5:abc.dir", "git_commit": "deadbeef", "base_model": "tiny", "pipeline_run": "run-1"}
