@@ -1,10 +1,13 @@
 """The one pipeline: validate -> tokenize -> (finetune -> evaluate) per candidate -> select the winner
 -> promotion gate against the champion -> register -> deploy (only if promoted).
 
-Parameter defaults come from ``bertops.config`` so the CLI, the compiled YAML and the Kubeflow
-UI's run form all start from the same values.
+The run parameters are the fields of ``bertops.config``'s groups, flat (the Kubeflow UI shows
+them as one form), so the CLI, the compiled YAML and the run form all start from the same
+values. The pipeline's signature is built from those fields and each step takes the parameters
+named like its inputs: a new setting is one dataclass field and one component input.
 """
 
+import inspect
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
@@ -44,6 +47,14 @@ class PipelineOutputs(NamedTuple):
     version: str
 
 
+# Run parameters that are not settings of a config group.
+EXTRA_PARAMETERS: dict[str, Any] = {"git_commit": "unknown"}
+PIPELINE_DESCRIPTION = (
+    "Validate, tokenize, fine-tune candidates, evaluate, pick the winner, register it; "
+    "promote and deploy it if it beats the champion."
+)
+
+
 def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: str = "local") -> Any:
     """The pipeline, with the options that are fixed at compile time.
 
@@ -53,223 +64,126 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: s
     ``finetune_retries``: how often a failed finetune task (a preempted node) is started again.
     ``target``: whose defaults the run parameters get (``bertops.config.profile``).
     """
-    d = profile(target).to_arguments()
+    defaults = profile(target).to_arguments() | EXTRA_PARAMETERS
     if workspace_pvc:
-        d["checkpoint_dir"] = f"{WORKSPACE_MOUNT}/checkpoints"
+        defaults["checkpoint_dir"] = f"{WORKSPACE_MOUNT}/checkpoints"
+    names = list(defaults)
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Validate, tokenize, fine-tune candidates, evaluate, pick the winner, register it; "
-        "promote and deploy it if it beats the champion.",
+    def training_pipeline(*args: Any) -> PipelineOutputs:
+        # KFP calls the pipeline with its parameters in signature order.
+        return pipeline_body(dict(zip(names, args, strict=True)) | {"workspace_pvc": workspace_pvc}, finetune_retries)
+
+    training_pipeline.__signature__ = pipeline_signature(defaults)  # type: ignore[attr-defined]
+    training_pipeline.__name__ = "training_pipeline"
+    return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(training_pipeline)
+
+
+def pipeline_signature(defaults: dict[str, Any]) -> inspect.Signature:
+    """One keyword parameter per run parameter, typed by its default (JSON settings decoded: list, dict)."""
+    return inspect.Signature(
+        [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=type(value))
+            for name, value in defaults.items()
+        ],
+        return_annotation=PipelineOutputs,
     )
-    def training_pipeline(
-        data_path: str = d["data_path"],
-        data_remote: str = d["data_remote"],
-        text_column: str = d["text_column"],
-        label_column: str = d["label_column"],
-        max_train_samples: int = d["max_train_samples"],
-        max_eval_samples: int = d["max_eval_samples"],
-        labels: str = d["labels"],
-        min_text_chars: int = d["min_text_chars"],
-        max_text_chars: int = d["max_text_chars"],
-        min_train_rows: int = d["min_train_rows"],
-        min_eval_rows: int = d["min_eval_rows"],
-        max_rows: int = d["max_rows"],
-        min_class_share: float = d["min_class_share"],
-        max_class_share: float = d["max_class_share"],
-        max_label_drift: float = d["max_label_drift"],
-        max_length_drift: float = d["max_length_drift"],
-        base_model: str = d["base_model"],
-        max_length: int = d["max_length"],
-        batch_size: int = d["batch_size"],
-        epochs: int = d["epochs"],
-        max_steps: int = d["max_steps"],
-        learning_rate: float = d["learning_rate"],
-        warmup_ratio: float = d["warmup_ratio"],
-        weight_decay: float = d["weight_decay"],
-        seed: int = d["seed"],
-        candidates: list = d["candidates"],
-        grad_accumulation: int = d["grad_accumulation"],
-        precision: str = d["precision"],
-        eval_every: int = d["eval_every"],
-        patience: int = d["patience"],
-        checkpoint_every: int = d["checkpoint_every"],
-        checkpoint_dir: str = d["checkpoint_dir"],
-        launcher: str = d["launcher"],
-        train_nodes: int = d["train_nodes"],
-        train_gpus_per_node: int = d["train_gpus_per_node"],
-        finetune_gpus: int = d["finetune_gpus"],
-        finetune_accelerator: str = d["finetune_accelerator"],
-        finetune_node_selector: dict = d["finetune_node_selector"],
-        finetune_tolerations: list = d["finetune_tolerations"],
-        selection_metric: str = d["selection_metric"],
-        promotion_metric: str = d["promotion_metric"],
-        promotion_margin: float = d["promotion_margin"],
-        min_accuracy: float = d["min_accuracy"],
-        min_macro_f1: float = d["min_macro_f1"],
-        model_name: str = d["model_name"],
-        state_dir: str = d["state_dir"],
-        tracking_uri: str = d["tracking_uri"],
-        serve_port: int = d["serve_port"],
-        deploy_target: str = d["deploy_target"],
-        namespace: str = d["namespace"],
-        canary_traffic_percent: int = d["canary_traffic_percent"],
-        deployment_mode: str = d["deployment_mode"],
-        serving_gpus: int = d["serving_gpus"],
-        serving_resources: dict = d["serving_resources"],
-        git_commit: str = "unknown",
-    ) -> PipelineOutputs:
-        validated = validate(
-            data_path=data_path,
-            data_remote=data_remote,
-            text_column=text_column,
-            label_column=label_column,
-            labels=labels,
-            min_text_chars=min_text_chars,
-            max_text_chars=max_text_chars,
-            min_train_rows=min_train_rows,
-            min_eval_rows=min_eval_rows,
-            max_rows=max_rows,
-            min_class_share=min_class_share,
-            max_class_share=max_class_share,
-            max_label_drift=max_label_drift,
-            max_length_drift=max_length_drift,
-            state_dir=state_dir,
-            # The first task refuses settings that cannot work before any other work is done.
-            finetune_gpus=finetune_gpus,
-            launcher=launcher,
-            workspace_pvc=workspace_pvc,
-            deploy_target=deploy_target,
-            tracking_uri=tracking_uri,
-        )
-        # Pulling from an S3 DVC remote in a pod. The local runner ignores Kubernetes settings.
-        use_secret(validated, cluster.DVC_SECRET)
-        tokenized = tokenize(
-            dataset=validated.outputs["dataset"],
-            base_model=base_model,
-            max_length=max_length,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            seed=seed,
-        )
-        planned = plan_candidates(
-            candidates=candidates,
-            base_model=base_model,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            epochs=epochs,
-            max_steps=max_steps,
-        )
-        with dsl.ParallelFor(planned.output) as candidate:
-            trained = finetune(
-                tokenized=tokenized.outputs["tokenized"],
-                base_model=candidate.base_model,
-                batch_size=candidate.batch_size,
-                epochs=candidate.epochs,
-                max_steps=candidate.max_steps,
-                learning_rate=candidate.learning_rate,
-                warmup_ratio=warmup_ratio,
-                weight_decay=weight_decay,
-                seed=seed,
-                grad_accumulation=grad_accumulation,
-                precision=precision,
-                checkpoint_every=checkpoint_every,
-                checkpoint_dir=checkpoint_dir,
-                eval_every=eval_every,
-                patience=patience,
-                launcher=launcher,
-                num_nodes=train_nodes,
-                gpus_per_node=train_gpus_per_node,
-                workspace_pvc=workspace_pvc,
-                namespace=namespace,
-                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                candidate_id=candidate.id,
-                # Above 0 the task must train on CUDA (a pod whose GPU does not work fails, loudly).
-                pod_gpus=validated.outputs["finetune_gpus"],
-            )
-            # Fine-tuning is the GPU step, placed by run parameters. The local runner ignores these
-            # (resources with a warning, Kubernetes settings silently); on a cluster they put the
-            # pod on a GPU node. The KFP driver reads a runtime accelerator count as a string, so
-            # the count is validate's string output, not the int parameter. kfp 2.17's
-            # set_accelerator_* do not register their inputs with the loop (set_container_image
-            # does): without register_pipeline_channels the loop's DAG would not declare them.
-            gpu_count = validated.outputs["finetune_gpus"]
-            trained.set_accelerator_type(finetune_accelerator).set_accelerator_limit(gpu_count)
-            trained.register_pipeline_channels([finetune_accelerator, gpu_count])
-            kubernetes.add_node_selector_json(trained, finetune_node_selector)
-            kubernetes.add_toleration_json(trained, finetune_tolerations)
-            # DataLoader workers hand batches over through /dev/shm, which a container caps at
-            # 64 MiB: a memory-backed volume there, as the TrainJob pods get.
-            kubernetes.empty_dir_mount(
-                trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE
-            )
-            if workspace_pvc:
-                kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=WORKSPACE_MOUNT)
-            if finetune_retries:
-                # A preempted spot GPU node fails the task; the retry resumes from the checkpoints.
-                trained.set_retry(num_retries=finetune_retries, backoff_duration="60s", backoff_factor=2.0)
-            evaluated = evaluate(model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"])
-        selected = select_winner(
-            candidates=planned.output,
-            models=dsl.Collected(trained.outputs["model"]),
-            evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
-            selection_metric=selection_metric,
-        )
-        gate = promotion_gate(
-            winner_evaluation=selected.outputs["winner_evaluation"],
-            tokenized=tokenized.outputs["tokenized"],
-            model_name=model_name,
-            state_dir=state_dir,
-            tracking_uri=tracking_uri,
-            promotion_metric=promotion_metric,
-            promotion_margin=promotion_margin,
-            min_accuracy=min_accuracy,
-            min_macro_f1=min_macro_f1,
-        )
-        gate.set_caching_options(False)
-        # The gate downloads the champion from the registry's artifact store.
-        use_secret(gate, cluster.ARTIFACT_SECRET)
-        registered = register(
-            model=selected.outputs["winner"],
-            evaluation=selected.outputs["winner_evaluation"],
-            decision=gate.outputs["decision"],
-            data_version=validated.outputs["data_version"],
-            promote=gate.outputs["Output"],
-            max_length=max_length,
-            model_name=model_name,
-            state_dir=state_dir,
-            tracking_uri=tracking_uri,
-            git_commit=git_commit,
-            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        )
-        registered.set_caching_options(False)
-        # With a tracking server that does not proxy artifacts, MLflow writes the model to S3 itself.
-        use_secret(registered, cluster.ARTIFACT_SECRET)
-        with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 - KFP condition syntax
-            deployed = deploy(
-                model_name=model_name,
-                version=registered.outputs["Output"],
-                state_dir=state_dir,
-                tracking_uri=tracking_uri,
-                serve_port=serve_port,
-                deploy_target=deploy_target,
-                namespace=namespace,
-                canary_traffic_percent=canary_traffic_percent,
-                deployment_mode=deployment_mode,
-                serving_gpus=serving_gpus,
-                serving_resources=serving_resources,
-                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                git_commit=git_commit,
-            )
-            deployed.set_caching_options(False)
-        return PipelineOutputs(
-            validated.outputs["data_version"],
-            validated.outputs["summary"],
-            selected.outputs["Output"],
-            registered.outputs["Output"],
-        )
 
-    return training_pipeline
+
+def call(component: Any, params: dict[str, Any], **given: Any) -> Any:
+    """A task of ``component``: each of its inputs named like a run parameter gets it, ``given`` the rest."""
+    inputs = component.component_spec.inputs or {}
+    return component(**{name: params[name] for name in inputs if name in params and name not in given}, **given)
+
+
+def pipeline_body(p: dict[str, Any], finetune_retries: int) -> PipelineOutputs:
+    """The steps and how their outputs feed each other; ``p`` maps each run parameter to its channel."""
+    validated = call(validate, p)
+    # Pulling from an S3 DVC remote in a pod. The local runner ignores Kubernetes settings.
+    use_secret(validated, cluster.DVC_SECRET)
+    tokenized = call(tokenize, p, dataset=validated.outputs["dataset"])
+    planned = call(plan_candidates, p)
+    with dsl.ParallelFor(planned.output) as candidate:
+        trained = finetune_task(p, candidate, validated, tokenized, finetune_retries)
+        evaluated = call(evaluate, p, model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"])
+    selected = call(
+        select_winner,
+        p,
+        candidates=planned.output,
+        models=dsl.Collected(trained.outputs["model"]),
+        evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+    )
+    gate = call(
+        promotion_gate,
+        p,
+        winner_evaluation=selected.outputs["winner_evaluation"],
+        tokenized=tokenized.outputs["tokenized"],
+    )
+    gate.set_caching_options(False)
+    # The gate downloads the champion from the registry's artifact store.
+    use_secret(gate, cluster.ARTIFACT_SECRET)
+    registered = call(
+        register,
+        p,
+        model=selected.outputs["winner"],
+        evaluation=selected.outputs["winner_evaluation"],
+        decision=gate.outputs["decision"],
+        data_version=validated.outputs["data_version"],
+        promote=gate.outputs["Output"],
+        pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    registered.set_caching_options(False)
+    # With a tracking server that does not proxy artifacts, MLflow writes the model to S3 itself.
+    use_secret(registered, cluster.ARTIFACT_SECRET)
+    with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 - KFP condition syntax
+        deployed = call(deploy, p, version=registered.outputs["Output"], pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        deployed.set_caching_options(False)
+    return PipelineOutputs(
+        validated.outputs["data_version"],
+        validated.outputs["summary"],
+        selected.outputs["Output"],
+        registered.outputs["Output"],
+    )
+
+
+def finetune_task(p: dict[str, Any], candidate: Any, validated: Any, tokenized: Any, finetune_retries: int) -> Any:
+    """One candidate's finetune task, placed on a GPU node by the run parameters."""
+    trained = call(
+        finetune,
+        p,
+        tokenized=tokenized.outputs["tokenized"],
+        # What a candidate may set comes from the candidate, the rest from the run parameters.
+        base_model=candidate.base_model,
+        batch_size=candidate.batch_size,
+        epochs=candidate.epochs,
+        max_steps=candidate.max_steps,
+        learning_rate=candidate.learning_rate,
+        num_nodes=p["train_nodes"],
+        gpus_per_node=p["train_gpus_per_node"],
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        candidate_id=candidate.id,
+        # Above 0 the task must train on CUDA (a pod whose GPU does not work fails, loudly).
+        pod_gpus=validated.outputs["finetune_gpus"],
+    )
+    # Fine-tuning is the GPU step, placed by run parameters. The local runner ignores these
+    # (resources with a warning, Kubernetes settings silently); on a cluster they put the
+    # pod on a GPU node. The KFP driver reads a runtime accelerator count as a string, so
+    # the count is validate's string output, not the int parameter. kfp 2.17's
+    # set_accelerator_* do not register their inputs with the loop (set_container_image
+    # does): without register_pipeline_channels the loop's DAG would not declare them.
+    gpu_count = validated.outputs["finetune_gpus"]
+    trained.set_accelerator_type(p["finetune_accelerator"]).set_accelerator_limit(gpu_count)
+    trained.register_pipeline_channels([p["finetune_accelerator"], gpu_count])
+    kubernetes.add_node_selector_json(trained, p["finetune_node_selector"])
+    kubernetes.add_toleration_json(trained, p["finetune_tolerations"])
+    # DataLoader workers hand batches over through /dev/shm, which a container caps at
+    # 64 MiB: a memory-backed volume there, as the TrainJob pods get.
+    kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE)
+    if p["workspace_pvc"]:
+        kubernetes.mount_pvc(trained, pvc_name=p["workspace_pvc"], mount_path=WORKSPACE_MOUNT)
+    if finetune_retries:
+        # A preempted spot GPU node fails the task; the retry resumes from the checkpoints.
+        trained.set_retry(num_retries=finetune_retries, backoff_duration="60s", backoff_factor=2.0)
+    return trained
 
 
 # The pipeline as `bertops compile` builds it by default: no volume, no retries.

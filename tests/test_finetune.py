@@ -5,14 +5,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertops.artifacts import CURVES_FILE
+from bertops.artifacts import CURVES_FILE, ONNX_FILE, tokenized_max_length, training_record
 from bertops.batching import length_grouped_batches, pad_batch, shard_steps
+from bertops.config import FinetuneConfig
 from bertops.device import autocast_dtype
 from bertops.errors import BertopsError
 from components.finetune import checkpoint
 from components.finetune.__main__ import parser
 from components.finetune.config import LoopConfig
 from components.finetune.finetune import train
+from components.finetune.launch import finetune_step
 
 
 def test_pad_batch_pads_to_longest_with_mask() -> None:
@@ -98,3 +100,40 @@ def test_cli_flags_cover_every_setting() -> None:
     assert args.pop("tokenized") == Path("t") and args.pop("out") == Path("o")
     config = LoopConfig(**args)
     assert config.compile is True and config.patience == 3 and config.batch_size == LoopConfig().batch_size
+
+
+def test_the_step_leaves_a_model_with_its_onnx_graph_and_training_length(
+    tokenized_small: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    settings = FinetuneConfig(base_model=str(tiny_model), max_steps=2, eval_every=0)
+    result = finetune_step(tokenized_small, tmp_path / "model", settings)
+    model_dir = tmp_path / "model"
+    assert (model_dir / ONNX_FILE).is_file()
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    # tokenized_small was cut to 64 tokens: the served model truncates there too.
+    assert tokenizer_config["model_max_length"] == tokenized_max_length(tokenized_small) == 64
+    record = training_record(model_dir)
+    assert result.onnx_max_abs_diff is not None and record["onnx_max_abs_diff"] == result.onnx_max_abs_diff
+    assert record["onnx_max_abs_diff"] < 1e-3
+    # Checkpoints beside a per-run artifact are removed once the model is saved.
+    assert not (tmp_path / "model.checkpoints").exists()
+
+
+def test_an_onnx_graph_that_fails_its_parity_check_is_left_out(
+    tokenized_small: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from serving import onnx_export
+
+    def refuse(model_dir: Path) -> None:
+        raise onnx_export.OnnxParityError(f"{model_dir}: ONNX Runtime differs from PyTorch by 1.0e+00")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", refuse)
+    settings = FinetuneConfig(base_model=str(tiny_model), max_steps=1, eval_every=0)
+    result = finetune_step(tokenized_small, tmp_path / "model", settings)
+    assert result.onnx_max_abs_diff is None and training_record(tmp_path / "model")["onnx_max_abs_diff"] is None
+    assert not (tmp_path / "model" / ONNX_FILE).exists()
+    assert "no ONNX model" in caplog.text

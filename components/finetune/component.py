@@ -36,20 +36,12 @@ def finetune(
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
-    ``launcher`` is ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (this pod submits
-    a job of ``num_nodes`` x ``gpus_per_node`` GPUs, waits, and copies the model back; it needs
-    ``workspace_pvc`` mounted at /workspace; the job runs in this pod's namespace, where that PVC
-    is, or in ``namespace`` outside a pod). ``checkpoint_dir`` on a volume makes a restarted
-    pod resume: each run (``run_name``) and candidate (``candidate_id``) checkpoints in its own
-    directory below it. Left empty, checkpoints live beside the model only for the task's
-    lifetime and are removed once it succeeds. The model directory holds ``training.json``
-    (the run's record and per-evaluation history), ``curves.png`` and ``model.onnx`` where the
-    export matches PyTorch.
-
-    ``pod_gpus`` is the GPU count this task's pod asked for (as the string the KFP driver reads
-    it as). In a Kubernetes pod a count above 0 makes ``local`` training require CUDA: a broken
-    driver fails the task instead of training on the CPU while holding the GPU. Local runners
-    ignore the request, so there the device stays ``auto``.
+    ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (a job of
+    ``num_nodes`` x ``gpus_per_node`` GPUs sharing ``workspace_pvc``, mounted at /workspace, in
+    this pod's namespace or ``namespace`` outside a pod). ``checkpoint_dir`` on a volume makes a
+    restarted pod resume (per ``run_name`` and ``candidate_id``). ``pod_gpus``: the GPUs this
+    pod asked for, as the string the KFP driver reads; above 0 in a pod, ``local`` training
+    requires CUDA. ``components.finetune.launch.finetune_step`` says the rest.
     """
     from pathlib import Path
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -30,12 +29,11 @@ from bertops.batching import length_grouped_batches, pad_batch, predict_proba, s
 from bertops.device import DeviceClock, autocast_dtype, compile_toolchain_problem, precision_name
 from bertops.errors import BertopsError
 from bertops.model_source import load_tokenizer, resolve_model_source
-from components.finetune import checkpoint
+from components.finetune import checkpoint, progress
 from components.finetune.config import LoopConfig, check_config, checkpoint_location
 from components.finetune.curves import plot_curves
 from components.finetune.distributed import (
     DistContext,
-    all_gather,
     all_reduce_sum,
     barrier,
     init_distributed,
@@ -46,9 +44,6 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-# Bumped when the content of a checkpoint changes in a way older code cannot read.
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -118,7 +113,6 @@ class TrainingRun:
         self, tokenized_dir: Path, out_dir: Path, config: LoopConfig, ctx: DistContext, device: torch.device
     ) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
         from transformers import set_seed as hf_set_seed
 
         if config.compile:
@@ -131,42 +125,11 @@ class TrainingRun:
         self.checkpoint_dir = checkpoint_location(out_dir, config)
         # The same seed on every rank: identical head init, batch order and (per rank) dropout stream.
         hf_set_seed(config.seed)
-        self.train_ids, train_labels, names = load_tokenized(tokenized_dir, "train")
-        self.val_ids, self.val_labels, _ = load_tokenized(tokenized_dir, "validation")
-        if not self.train_ids:
-            raise BertopsError(f"{tokenized_dir}: the train split is empty")
-        self.train_labels = torch.tensor(train_labels)
-        self.lengths = [len(s) for s in self.train_ids]
-        self.tokenizer = load_tokenizer(config.base_model)
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_source(config.base_model),
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={name: i for i, name in enumerate(names)},
-            # transformers 5 loads in the checkpoint's saved dtype by default (dtype="auto"): an fp16
-            # checkpoint would train fp16 weights. The master weights are fp32; autocast does the rest.
-            dtype=torch.float32,
-        ).to(device)
-        # from_pretrained returns the model in eval mode: training needs dropout on.
-        self.model.train()
-        self.amp = autocast_dtype(device, config.precision)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
-
+        names = self._load_data()
+        self._load_model(names)
         self.steps_per_epoch = len(self._epoch_plan(0))
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
-            {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
-        ]
-        self.params = [p for _, p in params]
-        # Fused AdamW: one kernel over all parameters, on CPU and CUDA alike (the Trainer's default too).
-        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, int(config.warmup_ratio * self.total_steps), self.total_steps
-        )
+        self._build_optimizer()
 
         # Progress, restored from a checkpoint when there is one.
         self.step = self.epoch = self.epoch_step = self.samples_seen = 0
@@ -175,20 +138,76 @@ class TrainingRun:
         # This rank's training loss since the last evaluation, summed on the device: reading it
         # back forces a GPU sync, so that happens only when a number is needed.
         self.loss_sum, self.loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
-        self.resumed_from = self._resume()
+        self.resumed_from = checkpoint.resume_run(self)
         # This process's throughput counters (not restored: they describe this invocation).
         self.samples_done = self.tokens_done = 0
         self.clock = DeviceClock(device)
+        self.runner = self._runner()
 
-        self.runner: Any = self.model
-        if ctx.distributed:
+    def _load_data(self) -> list[str]:
+        """Read the train and validation splits; returns the label names."""
+        import torch
+
+        self.train_ids, train_labels, names = load_tokenized(self.tokenized_dir, "train")
+        self.val_ids, self.val_labels, _ = load_tokenized(self.tokenized_dir, "validation")
+        if not self.train_ids:
+            raise BertopsError(f"{self.tokenized_dir}: the train split is empty")
+        self.train_labels = torch.tensor(train_labels)
+        self.lengths = [len(s) for s in self.train_ids]
+        return list(names)
+
+    def _load_model(self, names: list[str]) -> None:
+        """The tokenizer, the model with a fresh head for ``names``, and the autocast set-up."""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        self.tokenizer = load_tokenizer(self.config.base_model)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_source(self.config.base_model),
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={name: i for i, name in enumerate(names)},
+            # transformers 5 loads in the checkpoint's saved dtype by default (dtype="auto"): an fp16
+            # checkpoint would train fp16 weights. The master weights are fp32; autocast does the rest.
+            dtype=torch.float32,
+        ).to(self.device)
+        # from_pretrained returns the model in eval mode: training needs dropout on.
+        self.model.train()
+        self.amp = autocast_dtype(self.device, self.config.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+
+    def _build_optimizer(self) -> None:
+        """Fused AdamW (no decay on biases and LayerNorm) with linear warm-up and decay over ``total_steps``."""
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": self.config.weight_decay},
+            {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        self.params = [p for _, p in params]
+        # Fused AdamW: one kernel over all parameters, on CPU and CUDA alike (the Trainer's default too).
+        self.optimizer = torch.optim.AdamW(groups, lr=self.config.learning_rate, fused=True)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(self.config.warmup_ratio * self.total_steps), self.total_steps
+        )
+
+    def _runner(self) -> Any:
+        """What the forward pass runs: the model, wrapped in DDP across ranks and compiled when asked."""
+        import torch
+
+        runner: Any = self.model
+        if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.runner = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        if config.compile:
-            self.runner = torch.compile(self.runner, dynamic=True)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            runner = DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.config.compile:
+            runner = torch.compile(runner, dynamic=True)
+        return runner
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -214,102 +233,6 @@ class TrainingRun:
             # global RNG (dropout) or a resumed run would diverge from an uninterrupted one.
             generator=torch.Generator(),
         )
-
-    # --- checkpoints --------------------------------------------------------------------------
-
-    def _fingerprint(self) -> dict[str, Any]:
-        """The settings a checkpoint is only valid for."""
-        c = self.config
-        return {
-            "base_model": c.base_model,
-            "batch_size": c.batch_size,
-            "grad_accumulation": c.grad_accumulation,
-            "seed": c.seed,
-            "total_steps": self.total_steps,
-            "learning_rate": c.learning_rate,
-            "warmup_ratio": c.warmup_ratio,
-            "weight_decay": c.weight_decay,
-            "world_size": self.ctx.world_size,
-            "train_rows": len(self.train_ids),
-            # Resolved, not as asked: "auto" is bf16 on one GPU and fp16 on another, and an fp16
-            # run cannot take a bf16 run's (empty) grad scaler state.
-            "precision": precision_name(self.amp),
-        }
-
-    def _rank_state(self) -> dict[str, Any]:
-        import torch
-
-        state: dict[str, Any] = {
-            "python": random.getstate(),
-            "torch": torch.get_rng_state(),
-            "loss_sum": float(self.loss_sum),
-            "loss_count": self.loss_count,
-        }
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def _save_checkpoint(self) -> None:
-        ranks = all_gather(self._rank_state(), self.ctx)
-        if not self.ctx.is_main:
-            return
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": self._fingerprint(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "epoch_step": self.epoch_step,
-            "samples_seen": self.samples_seen,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "ranks": ranks,
-            "history": self.history,
-            "early_stopping": [self.best_accuracy, self.best_step, self.bad_evals, self.stopped],
-        }
-        path = checkpoint.save(self.checkpoint_dir, self.step, state, self.config.keep_checkpoints)
-        log.info("checkpoint: step %d -> %s", self.step, path)
-
-    def _resume(self) -> int:
-        """Load the newest checkpoint, if any; returns its step (0 for a fresh start)."""
-        import torch
-
-        state = checkpoint.load_latest(self.checkpoint_dir)
-        if state is None:
-            return 0
-        if state.get("format") != CHECKPOINT_FORMAT or state["fingerprint"] != self._fingerprint():
-            changed = sorted(k for k, v in self._fingerprint().items() if state.get("fingerprint", {}).get(k) != v) or [
-                "format"
-            ]
-            raise BertopsError(
-                f"{self.checkpoint_dir} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
-                "use another output location or checkpoint_dir, or delete it to start afresh"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        self.samples_seen = state["samples_seen"]
-        self.history = list(state["history"])
-        best, best_step, bad, stopped = state["early_stopping"]
-        self.best_accuracy, self.best_step, self.bad_evals, self.stopped = (
-            float(best),
-            int(best_step),
-            int(bad),
-            bool(stopped),
-        )
-        mine = state["ranks"][self.ctx.rank]
-        random.setstate(mine["python"])
-        torch.set_rng_state(mine["torch"])
-        if "cuda" in mine and self.device.type == "cuda":
-            torch.cuda.set_rng_state(mine["cuda"], self.device)
-        self.loss_sum.fill_(float(mine["loss_sum"]))
-        self.loss_count = int(mine["loss_count"])
-        if self.ctx.is_main:
-            log.info("resuming from %s at step %d of %d", self.checkpoint_dir, self.step, self.total_steps)
-        return self.step
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -348,15 +271,7 @@ class TrainingRun:
         else:
             self.bad_evals += 1
             self.stopped = bool(self.config.patience) and self.bad_evals >= self.config.patience
-        if self.ctx.is_main:
-            log.info(
-                "eval step %d: train loss %.4f, validation loss %.4f, accuracy %.4f%s",
-                self.step,
-                entry["train_loss"],
-                entry["val_loss"],
-                accuracy,
-                f" (no better for {self.bad_evals}: stopping early)" if self.stopped else "",
-            )
+        progress.log_evaluation(self, entry)
 
     # --- training -----------------------------------------------------------------------------
 
@@ -399,21 +314,7 @@ class TrainingRun:
         clock waits for the device only around evaluations, checkpoints and progress reports,
         never at every step.
         """
-        from tqdm import tqdm
-
-        c, ctx = self.config, self.ctx
-        step_samples = c.batch_size * c.grad_accumulation * ctx.world_size
-        # A bar on a terminal; in a pipeline task (no TTY) a log line every tenth of the run instead.
-        interactive = sys.stderr.isatty() and ctx.is_main
-        log_every = max(1, self.total_steps // 10)
-        with tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc="finetune",
-            unit="step",
-            mininterval=2.0,
-            disable=not interactive,
-        ) as bar:
+        with progress.Progress(self) as report:
             while self.step < self.total_steps and not self.stopped:
                 plan = self._epoch_plan(self.epoch)
                 batches = iter(self._loader(plan[self.epoch_step :]))
@@ -422,37 +323,36 @@ class TrainingRun:
                     micro_batches = next(batches, None)
                     if micro_batches is None:
                         break
-                    self.tokens_done += self._train_step(micro_batches)
-                    self.samples_done += sum(len(labels) for _, _, labels, _ in micro_batches)
-                    self.step += 1
-                    self.epoch_step += 1
-                    self.samples_seen += step_samples
-                    end_of_epoch = self.epoch_step == len(plan)
-                    if end_of_epoch:
-                        self.epoch, self.epoch_step = self.epoch + 1, 0
-                    last = self.step >= self.total_steps
-                    if (c.eval_every and self.step % c.eval_every == 0) or (not c.eval_every and end_of_epoch) or last:
-                        self.clock.stop()
-                        self._evaluate()
-                    if last or self.stopped or (c.checkpoint_every and self.step % c.checkpoint_every == 0):
-                        self.clock.stop()
-                        self._save_checkpoint()
-                    bar.update()
-                    # Every step on CPUs; on GPUs reading the loss waits for the device, so only a
-                    # tenth of the time. Every rank takes this branch at the same steps.
-                    if self.device.type != "cuda" or self.step % log_every == 0 or last:
-                        self.clock.stop()
-                        loss = self._mean_loss()
-                        rate = self.samples_done * ctx.world_size / self.clock.seconds
-                        bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{rate:.1f}")
-                        if ctx.is_main and not interactive and (self.step % log_every == 0 or last):
-                            log.info("step %d/%d  loss %.4f  %.1f samples/s", self.step, self.total_steps, loss, rate)
+                    last = self._step(micro_batches, len(plan))
+                    report.step_done(last)
                     with self.clock.away():
                         yield self.step
                     if last or self.stopped:
                         return
 
-    def _mean_loss(self) -> float:
+    def _step(
+        self, micro_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]], epoch_steps: int
+    ) -> bool:
+        """One optimizer step with the evaluation and checkpoint due after it; True when it was the last."""
+        c = self.config
+        self.tokens_done += self._train_step(micro_batches)
+        self.samples_done += sum(len(labels) for _, _, labels, _ in micro_batches)
+        self.step += 1
+        self.epoch_step += 1
+        self.samples_seen += c.batch_size * c.grad_accumulation * self.ctx.world_size
+        end_of_epoch = self.epoch_step == epoch_steps
+        if end_of_epoch:
+            self.epoch, self.epoch_step = self.epoch + 1, 0
+        last = self.step >= self.total_steps
+        if (c.eval_every and self.step % c.eval_every == 0) or (not c.eval_every and end_of_epoch) or last:
+            self.clock.stop()
+            self._evaluate()
+        if last or self.stopped or (c.checkpoint_every and self.step % c.checkpoint_every == 0):
+            self.clock.stop()
+            checkpoint.save_run(self)
+        return last
+
+    def mean_loss(self) -> float:
         """The training loss since the last evaluation, over all ranks; ``BertopsError`` once it is not finite.
 
         Every rank must agree: one raising alone would leave the others waiting in their next
@@ -513,18 +413,6 @@ class TrainingRun:
                 plot_curves(self.history, self.out_dir / CURVES_FILE)
             # Written last: its presence says the directory holds a complete model.
             write_training_record(self.out_dir, asdict(result))
-            log.info(
-                "trained %d steps (%d samples) in %.0fs on %s x%d: %.1f samples/s, final loss %.3f, "
-                "validation accuracy %.3f%s",
-                self.step,
-                self.samples_seen,
-                seconds,
-                self.device,
-                self.ctx.world_size,
-                result.samples_per_second,
-                result.final_train_loss,
-                result.validation_accuracy,
-                f" (best of step {self.best_step})" if exported else "",
-            )
+            progress.log_finished(self, result, exported is not None)
         barrier(self.ctx)
         return result
