@@ -6,10 +6,10 @@ a tracking server URI (``tracking_uri``) whose artifact store (S3/MinIO) KServe 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bertops.env import apply_env_defaults
 from bertops.errors import BertopsError
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ def resolve_tracking_uri(tracking_uri: str, state_dir: str | Path) -> str:
 
 def open_client(tracking_uri: str, state_dir: str | Path) -> MlflowClient:
     """An ``MlflowClient`` for the tracking server and model registry (same URI)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # The registry is opened by library callers too, not only by entry points that configured the process.
+    apply_env_defaults()
     import mlflow
     from mlflow import MlflowClient
 
@@ -88,8 +89,6 @@ def set_champion(client: MlflowClient, name: str, version: str) -> None:
 
 def rollback_champion(client: MlflowClient, name: str) -> str:
     """Give the ``champion`` alias back to the version that held it before; returns that version."""
-    from bertops.errors import BertopsError
-
     history = champion_history(client, name)
     if len(history) < 2:
         raise BertopsError(f"{name}: no earlier champion to roll back to (history: {', '.join(history) or 'empty'})")

@@ -90,7 +90,7 @@ def trained_tiny(tokenized_small: Path, tiny_model: Path, tmp_path_factory: pyte
 
 @pytest.fixture(scope="session")
 def onnx_model(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny trained model with its ``model.onnx``, as the register step leaves it."""
+    """The tiny trained model with its ``model.onnx``, as the finetune step leaves it."""
     import shutil
 
     from serving.onnx_export import export_onnx

@@ -14,13 +14,13 @@ import yaml
 from bertops import __version__, cluster
 from bertops.errors import BertopsError
 from bertops.images import CPU_IMAGE, CUDA_IMAGE, REPOSITORY
+from bertops.k8s import to_manifest
 from components.deploy.inference_service import (
     ClusterDeployConfig,
     check_webhook_rules,
     cpu_config,
     inference_service,
     serving_runtime,
-    to_manifest,
 )
 
 pytestmark = pytest.mark.cluster

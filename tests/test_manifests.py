@@ -12,7 +12,8 @@ import pytest
 
 from bertops import __version__, cluster
 from bertops.images import REPOSITORY
-from components.deploy.inference_service import ClusterDeployConfig, cpu_config, serving_runtime, to_manifest
+from bertops.k8s import to_manifest
+from components.deploy.inference_service import ClusterDeployConfig, cpu_config, serving_runtime
 
 pytestmark = pytest.mark.cluster
 
