@@ -35,8 +35,10 @@ import argparse
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bertops.env import apply_env_defaults
 
@@ -136,28 +138,8 @@ def test_accuracy(model_dir_or_model: object, tokenized: Path) -> float:
     return float((probs.argmax(dim=-1) == torch.tensor(labels)).float().mean())
 
 
-def interleaved(
-    tokenized: Path, work: Path, steps: int, batch_size: int, max_length: int, seed: int, baseline: str
-) -> tuple[Run, Run]:
-    """Train both in lockstep, one optimizer step each in turn, timing each system's own steps.
-
-    A callback at the end of every Trainer step runs one step of the project's loop; the
-    Trainer's time is measured from that step's end to its own next step's end (data loading,
-    forward, backward, optimizer, its bookkeeping), the loop's by the loop itself. Load from other
-    jobs on the machine then falls on both alike. Both draw dropout masks from the one global RNG,
-    so neither sees exactly the masks it would see alone: the same distribution, other draws.
-    """
-    from transformers import (
-        AutoModelForSequenceClassification,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
-    )
-
-    from bertops.artifacts import load_tokenized
-    from bertops.model_source import load_tokenizer, resolve_model_source
+def _start_loop(tokenized: Path, out: Path, steps: int, batch_size: int, seed: int) -> tuple[Any, Iterator[int]]:
+    """The project's loop, ready to run one optimizer step per ``next``."""
     from components.finetune.config import LoopConfig
     from components.finetune.distributed import init_distributed
     from components.finetune.finetune import TrainingRun
@@ -174,8 +156,18 @@ def interleaved(
         eval_every=0,
     )
     ctx, device = init_distributed(config.device)
-    loop = TrainingRun(tokenized, work / "loop", config, ctx, device)
-    loop_steps = loop.steps()
+    loop = TrainingRun(tokenized, out, config, ctx, device)
+    return loop, loop.steps()
+
+
+def _trainer_rows(
+    tokenized: Path, max_length: int, baseline: str
+) -> tuple[list[dict[str, Any]], Any, float, list[str]]:
+    """The Trainer's training rows and collator for ``baseline``, the mean real tokens per row, the label names."""
+    from transformers import DataCollatorWithPadding
+
+    from bertops.artifacts import load_tokenized
+    from bertops.model_source import load_tokenizer
 
     ids, labels, names = load_tokenized(tokenized, "train")
     collator = None
@@ -193,21 +185,13 @@ def interleaved(
         }
         for seq, label in zip(ids, labels, strict=True)
     ]
-    set_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_source(MODEL), num_labels=len(names), id2label=dict(enumerate(names))
-    )
-    args = TrainingArguments(
-        output_dir=str(work / "trainer"),
-        per_device_train_batch_size=batch_size,
-        max_steps=steps,
-        learning_rate=LEARNING_RATE,
-        warmup_steps=WARMUP,  # a float below 1 is a ratio in transformers 5
-        weight_decay=WEIGHT_DECAY,
-        seed=seed,
-        report_to="none",
-        disable_tqdm=True,
-    )
+    # Rows are drawn at random: on average a row carries the split's mean number of real tokens.
+    return rows, collator, sum(len(s) for s in ids) / len(ids), names
+
+
+def _lockstep(loop_steps: Iterator[int]) -> Any:
+    """A Trainer callback that runs one loop step after each Trainer step and times the Trainer's own."""
+    from transformers import TrainerCallback
 
     class Lockstep(TrainerCallback):
         def __init__(self) -> None:
@@ -224,74 +208,87 @@ def interleaved(
             next(loop_steps, None)
             self.mark = time.perf_counter()
 
-    lockstep = Lockstep()
+    return Lockstep()
+
+
+def interleaved(
+    tokenized: Path, work: Path, steps: int, batch_size: int, max_length: int, seed: int, baseline: str
+) -> tuple[Run, Run]:
+    """Train both in lockstep, one optimizer step each in turn, timing each system's own steps.
+
+    A callback at the end of every Trainer step runs one step of the project's loop; the
+    Trainer's time is measured from that step's end to its own next step's end (data loading,
+    forward, backward, optimizer, its bookkeeping), the loop's by the loop itself. Load from other
+    jobs on the machine then falls on both alike. Both draw dropout masks from the one global RNG,
+    so neither sees exactly the masks it would see alone: the same distribution, other draws.
+    """
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed
+
+    from bertops.model_source import resolve_model_source
+
+    loop, loop_steps = _start_loop(tokenized, work / "loop", steps, batch_size, seed)
+    rows, collator, mean_tokens, names = _trainer_rows(tokenized, max_length, baseline)
+    set_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_source(MODEL), num_labels=len(names), id2label=dict(enumerate(names))
+    )
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"),
+        per_device_train_batch_size=batch_size,
+        max_steps=steps,
+        learning_rate=LEARNING_RATE,
+        warmup_steps=WARMUP,  # a float below 1 is a ratio in transformers 5
+        weight_decay=WEIGHT_DECAY,
+        seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+    )
+    lockstep = _lockstep(loop_steps)
     Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[lockstep]).train()
     for _ in loop_steps:  # nothing left when both ran the same number of steps
         pass
     result = loop.finish()
     trainer_rate = steps * batch_size / lockstep.seconds
-    # Rows are drawn at random: on average a row carries the split's mean number of real tokens.
-    mean_tokens = sum(len(s) for s in ids) / len(ids)
-    return (
-        Run(
-            BASELINES[baseline],
-            baseline,
-            trainer_rate,
-            trainer_rate * mean_tokens,
-            test_accuracy(model, tokenized),
-            lockstep.seconds,
-        ),
-        Run(
-            "bertops loop",
-            baseline,
-            result.samples_per_second,
-            result.tokens_per_second,
-            test_accuracy(work / "loop", tokenized),
-            result.train_seconds,
-        ),
+    trainer = Run(
+        BASELINES[baseline],
+        baseline,
+        trainer_rate,
+        trainer_rate * mean_tokens,
+        test_accuracy(model, tokenized),
+        lockstep.seconds,
     )
+    ours = Run(
+        "bertops loop",
+        baseline,
+        result.samples_per_second,
+        result.tokens_per_second,
+        test_accuracy(work / "loop", tokenized),
+        result.train_seconds,
+    )
+    return trainer, ours
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train each baseline in lockstep with the loop (once per seed); print samples/s, ratios, MFU, accuracy."""
-    import torch
+def parameter_counts() -> tuple[int, int]:
+    """The encoder's parameters, all and outside the embedding tables (6 x the latter is the matmul work)."""
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     from bertops.model_source import resolve_model_source
-
-    cli = argparse.ArgumentParser(prog="python -m bench.finetune", description=__doc__.split("\n")[0])
-    cli.add_argument("--dataset", choices=sorted(DEFAULT_STEPS), default="rotten-tomatoes")
-    cli.add_argument("--steps", type=int, default=0, help=f"optimizer steps (default per dataset: {DEFAULT_STEPS})")
-    cli.add_argument("--batch-size", type=int, default=16)
-    cli.add_argument("--max-length", type=int, default=128)
-    cli.add_argument("--seeds", type=int, nargs="+", default=[42], help="one lockstep pair per seed and baseline")
-    cli.add_argument("--baselines", nargs="+", choices=sorted(BASELINES), default=["padded", "dynamic"])
-    args = cli.parse_args(argv)
-    steps = args.steps or DEFAULT_STEPS[args.dataset]
-    logging.basicConfig(level=logging.WARNING)
-    hf_logging.set_verbosity_error()
 
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_source(MODEL), num_labels=2)
     # The head (labels x hidden) is noise beside 22.7M parameters; count the encoder's.
     params = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("classifier."))
-    # Embedding tables are looked up, not multiplied: 6 x these parameters is the matmul work.
+    # Embedding tables are looked up, not multiplied.
     matmul_params = sum(
         p.numel() for name, p in model.named_parameters() if ".embeddings." not in name and "classifier." not in name
     )
-    del model
-    pairs: list[tuple[int, Run, Run]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
-        work = Path(tmp)
-        tokenized = prepare(work, args.dataset, args.max_length)
-        peaks = [matmul_peak()]
-        for seed in args.seeds:
-            for baseline in args.baselines:
-                trainer, loop = interleaved(
-                    tokenized, work / f"{seed}-{baseline}", steps, args.batch_size, args.max_length, seed, baseline
-                )
-                pairs.append((seed, trainer, loop))
-                peaks.append(matmul_peak())
+    return params, matmul_params
+
+
+def print_report(args: argparse.Namespace, steps: int, peaks: list[float], pairs: list[tuple[int, Run, Run]]) -> None:
+    """The setup line, one table row per system and seed (samples/s, MFU, accuracy, ratio), and the ratios per baseline."""
+    import torch
+
+    params, matmul_params = parameter_counts()
     peak = max(peaks)
     print(
         f"MiniLM-L6 ({params / 1e6:.1f}M params, {matmul_params / 1e6:.1f}M outside the embeddings), "
@@ -322,6 +319,36 @@ def main(argv: list[str] | None = None) -> None:
             f"{BASELINES[baseline]}: loop / Trainer samples/s {', '.join(f'{r:.2f}x' for r in ratios)}; "
             f"test accuracy loop - Trainer {', '.join(f'{g:+.4f}' for g in accuracy_gaps)}"
         )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train each baseline in lockstep with the loop (once per seed); print samples/s, ratios, MFU, accuracy."""
+    from transformers.utils import logging as hf_logging
+
+    cli = argparse.ArgumentParser(prog="python -m bench.finetune", description=__doc__.split("\n")[0])
+    cli.add_argument("--dataset", choices=sorted(DEFAULT_STEPS), default="rotten-tomatoes")
+    cli.add_argument("--steps", type=int, default=0, help=f"optimizer steps (default per dataset: {DEFAULT_STEPS})")
+    cli.add_argument("--batch-size", type=int, default=16)
+    cli.add_argument("--max-length", type=int, default=128)
+    cli.add_argument("--seeds", type=int, nargs="+", default=[42], help="one lockstep pair per seed and baseline")
+    cli.add_argument("--baselines", nargs="+", choices=sorted(BASELINES), default=["padded", "dynamic"])
+    args = cli.parse_args(argv)
+    steps = args.steps or DEFAULT_STEPS[args.dataset]
+    logging.basicConfig(level=logging.WARNING)
+    hf_logging.set_verbosity_error()
+    pairs: list[tuple[int, Run, Run]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
+        work = Path(tmp)
+        tokenized = prepare(work, args.dataset, args.max_length)
+        peaks = [matmul_peak()]
+        for seed in args.seeds:
+            for baseline in args.baselines:
+                trainer, loop = interleaved(
+                    tokenized, work / f"{seed}-{baseline}", steps, args.batch_size, args.max_length, seed, baseline
+                )
+                pairs.append((seed, trainer, loop))
+                peaks.append(matmul_peak())
+    print_report(args, steps, peaks, pairs)
 
 
 if __name__ == "__main__":

@@ -577,7 +577,8 @@ class SmokeRun:
         )
         return SKIP, detail, {"providers": providers}
 
-    def check_base_train(self) -> tuple[str, str, dict[str, Any]]:
+    def _time_base_train(self) -> tuple[float, int, Any]:
+        """Samples/s of the loop on BERT-base-sized full-length rows, its non-embedding parameters, its device."""
         import torch
 
         from components.finetune.distributed import init_distributed, shutdown
@@ -625,6 +626,14 @@ class SmokeRun:
         params = sum(
             p.numel() for n, p in run.model.named_parameters() if ".embeddings." not in n and "classifier" not in n
         )
+        return rate, params, device
+
+    def check_base_train(self) -> tuple[str, str, dict[str, Any]]:
+        import torch
+
+        s = self.sizes
+        length, measured = s.base_length, s.base_steps
+        rate, params, device = self._time_base_train()
         flops_per_token = 6 * params + 12 * s.base_layers * s.base_hidden * length
         tflops = rate * length * flops_per_token / 1e12
         peak = None if self.dry_run else bf16_peak_tflops(self.device_name)
