@@ -4,7 +4,7 @@
 
 Each benchmark prints its figures as ratios against its own baseline measured in the same run
 (``2.57x``), which cancels most of the load swings of a shared machine. This runs the benchmark
-module in a temporary worktree of ``REV`` (A) and in this tree (B), alternating A, B, A, B, and
+module in a temporary worktree of ``REV`` (A) and in this tree (B), alternating A B, B A, ..., and
 prints every ``N.NNx`` ratio of each run, then B / A per ratio: a refactoring that costs
 nothing shows about 1.00, within the spread of the rounds. Both trees use this environment's
 Python; the module must exist at both commits.
@@ -66,7 +66,9 @@ def main() -> None:
         try:
             a_runs, b_runs = [], []
             for round_ in range(args.rounds):
-                for side, tree, runs in (("A", base, a_runs), ("B", ROOT, b_runs)):
+                sides = [("A", base, a_runs), ("B", ROOT, b_runs)]
+                # A B, then B A: a machine whose load drifts during the invocation favours neither side.
+                for side, tree, runs in sides if round_ % 2 == 0 else sides[::-1]:
                     output = run_bench(tree, module, bench_args)
                     runs.append(ratios(output))
                     print(
