@@ -102,21 +102,36 @@ class AdaptiveBatcher(Generic[T, R]):
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             try:
-                results = await self._process([p.item for p in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"batch of {len(batch)} items gave {len(results)} results")
+                await self._settle(batch)
             except asyncio.CancelledError:
                 for p in batch:
                     p.future.cancel()
                 raise
-            except Exception as exc:  # noqa: BLE001 - the error belongs to the requests waiting on this batch
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            for p, result in zip(batch, results, strict=True):
+
+    async def _settle(self, batch: list[_Pending[T, R]]) -> None:
+        """Run ``batch`` and resolve its futures; when it fails, run each member alone.
+
+        One bad item must not fail the requests it happened to share a batch with: retried
+        alone, the good items get their results and only the item that fails alone gets the error.
+        """
+        try:
+            results = await self._process([p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} items gave {len(results)} results")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the error belongs to the items waiting on this batch
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            for p in batch:
                 if not p.future.done():
-                    p.future.set_result(result)
+                    await self._settle([p])
+            return
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
 
     def _live(self) -> int:
         while self._pending and self._pending[0].future.done():

@@ -99,6 +99,14 @@ def _check_lengths(texts: list[str], config: ServingConfig) -> list[str]:
             raise InvalidInput(
                 f"text {i} has {len(text)} characters; the limit is {config.max_text_chars} (--max-text-chars)"
             )
+        try:
+            # JSON's \uXXXX escapes can spell half of a surrogate pair, which is no character at
+            # all: the tokenizer would fail on it inside a batch shared with other requests.
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                f"text {i} is not valid Unicode: a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}"
+            ) from exc
     return texts
 
 

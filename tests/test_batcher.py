@@ -155,6 +155,30 @@ def test_an_error_reaches_the_requests_of_its_batch_only() -> None:
     run(scenario())
 
 
+def test_one_bad_item_fails_only_the_request_that_sent_it() -> None:
+    # Three requests share one batch; the item 13 makes the whole batch fail. Retried alone, the
+    # other requests get their answers and only the one that sent 13 sees the error.
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.fail_on = 13
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(recorder, max_batch_size=8, max_wait_s=FOREVER)
+        first = await held_first_batch(batcher, recorder)
+        good = asyncio.create_task(batcher.submit([1, 2]))
+        bad = asyncio.create_task(batcher.submit([3, 13]))
+        other = asyncio.create_task(batcher.submit([4]))
+        await settle()
+        recorder.hold.set()
+        assert await first == [0]
+        assert await good == [2, 4] and await other == [8]
+        with pytest.raises(ValueError, match="cannot process 13"):
+            await bad
+        assert recorder.batches[1] == [1, 2, 3, 13, 4]
+        assert sorted(map(tuple, recorder.batches[2:])) == [(1,), (2,), (3,), (4,), (13,)]
+        await batcher.close()
+
+    run(scenario())
+
+
 def test_a_cancelled_request_is_not_processed() -> None:
     async def scenario() -> None:
         recorder = Recorder()

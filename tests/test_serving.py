@@ -239,6 +239,34 @@ def test_malformed_input_is_a_client_error(
     assert isinstance(error, str) and 10 < len(error) < 500
 
 
+def test_a_lone_surrogate_fails_only_its_own_request(endpoint: Endpoint) -> None:
+    # "\udc00" is valid JSON but no character: it used to fail in the tokenizer, inside a batch
+    # shared with every request that arrived with it, and all of them answered 500.
+    def v2(text: str) -> requests.Response:
+        body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+        return requests.post(endpoint.v2_infer_url, json=body, timeout=120)
+
+    texts = [f"Story {i}: the minister spoke about the budget." for i in range(31)]
+    barrier = threading.Barrier(32)
+    answers: dict[int, requests.Response] = {}
+
+    def send(i: int, text: str) -> None:
+        barrier.wait()
+        answers[i] = v2(text)
+
+    threads = [threading.Thread(target=send, args=(i, t)) for i, t in enumerate([*texts, "bad \udc00 text"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [answers[i].status_code for i in range(31)] == [200] * 31
+    assert answers[31].status_code == 400
+    assert "lone surrogate (U+DC00) at character 4" in answers[31].json()["error"]
+    v1 = requests.post(endpoint.v1_predict_url, json={"instances": ["ok", "\ud800"]}, timeout=60)
+    # KServe's own V1 JSON parser refuses it already; still a 400 that names the problem.
+    assert v1.status_code == 400 and "surrogate" in v1.json()["error"]
+
+
 def test_metrics_and_json_logs(endpoint: Endpoint) -> None:
     requests.post(endpoint.v1_predict_url, json={"instances": ["Metrics please"]}, timeout=30).raise_for_status()
     text = requests.get(f"{endpoint.url}/metrics", timeout=10).text
