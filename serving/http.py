@@ -25,9 +25,17 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kserve.errors import InferenceError, InvalidInput
+from kserve.errors import (
+    InferenceError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotLive,
+    ServerNotReady,
+    UnsupportedProtocol,
+)
 from kserve.protocol.dataplane import DataPlane
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from serving import metrics
 
@@ -156,6 +164,7 @@ class AccessMiddleware:
                     "latency_ms": round(seconds * 1000, 3),
                     "request_bytes": int(headers.get(b"content-length", b"0") or 0),
                     "request_id": headers.get(b"x-request-id", b"").decode("latin-1") or None,
+                    "error": scope.get("state", {}).get(ERROR_KEY),
                 },
             )
 
@@ -181,10 +190,40 @@ class StrictDataPlane(DataPlane):
             raise InvalidInput(f"malformed request body: {type(exc).__name__}: {exc}") from exc
 
 
-async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
-    """400 with the reason, logged as one warning line (KServe's handler logs an error and a traceback)."""
-    log.warning("invalid input: %s", exc, extra={"path": request.url.path})
-    return JSONResponse(status_code=400, content={"error": str(exc)})
+# What a request that failed for a reason of its own answers, instead of KServe's handlers, which
+# log each at ERROR with a traceback. 499 (nginx's "client closed request"): the client left
+# while its body was being read; nobody reads that answer, it is for the access log and metrics.
+CLIENT_ERRORS: dict[type[BaseException], int] = {
+    InvalidInput: 400,
+    ModelNotFound: 404,
+    ClientDisconnect: 499,
+    NotImplementedError: 501,
+    UnsupportedProtocol: 501,
+    ModelNotReady: 503,
+    ServerNotReady: 503,
+    ServerNotLive: 503,
+}
+# Where a handler leaves the reason for the access line (Starlette's request.state lives in the scope).
+ERROR_KEY = "bertops_error"
+
+
+def client_error_status(exc: BaseException) -> int:
+    """The status ``CLIENT_ERRORS`` gives ``exc`` (by its class or a base class)."""
+    return next(status for kind, status in CLIENT_ERRORS.items() if isinstance(exc, kind))
+
+
+async def client_error(request: Request, exc: Exception) -> JSONResponse:
+    """The status and reason of a request's own failure, logged as one line without a traceback.
+
+    On an inference path the access line is that line (it carries the reason as ``error``);
+    elsewhere (metadata, readiness, the repository API) one warning line says what happened.
+    """
+    status = client_error_status(exc)
+    reason = str(exc) or type(exc).__name__
+    setattr(request.state, ERROR_KEY, reason)
+    if inference_endpoint(request.url.path) is None:
+        log.warning("%s %s %d: %s", request.method, request.url.path, status, reason, extra={"status": status})
+    return JSONResponse(status_code=status, content={"error": reason})
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -212,4 +251,5 @@ def install(app: Any, max_body_bytes: int) -> None:
     # Added last, so outermost: it also counts and logs the 413s of the body limit.
     app.add_middleware(AccessMiddleware)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(InvalidInput, invalid_input)
+    for kind in CLIENT_ERRORS:
+        app.add_exception_handler(kind, client_error)

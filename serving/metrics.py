@@ -22,7 +22,13 @@ BATCH_SIZE = Histogram("bertops_batch_size", "Texts per dispatched batch", bucke
 FORWARD_SECONDS = Histogram("bertops_batch_seconds", "Model time per dispatched batch", buckets=LATENCY_BUCKETS)
 
 # HTTP status -> reason label of ERRORS.
-ERROR_REASONS = {400: "invalid_input", 404: "not_found", 413: "body_too_large", 422: "unprocessable"}
+ERROR_REASONS = {
+    400: "invalid_input",
+    404: "not_found",
+    413: "body_too_large",
+    422: "unprocessable",
+    499: "client_closed",
+}
 
 
 def error_reason(status: int) -> str:

@@ -267,6 +267,28 @@ def test_a_lone_surrogate_fails_only_its_own_request(endpoint: Endpoint) -> None
     assert v1.status_code == 400 and "surrogate" in v1.json()["error"]
 
 
+def test_a_client_error_or_a_client_that_leaves_is_one_log_line(endpoint: Endpoint) -> None:
+    # Each used to log KServe's ERROR with a 1.3 KB traceback; a disconnect two, and counted as a 500.
+    log_file = Path(endpoint.log_file)
+    start = len(log_file.read_bytes())
+    assert requests.get(f"{endpoint.url}/v2/models/nope", timeout=10).status_code == 404
+    assert requests.post(f"{endpoint.url}/v2/models/nope/infer", json={"inputs": []}, timeout=10).status_code == 404
+    assert requests.post(endpoint.v1_predict_url, json={"instances": []}, timeout=10).status_code == 400
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        head = f"POST /v1/models/{endpoint.name}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n"
+        sock.sendall(head.encode() + b'{"instances": ["cut sh')
+        time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and b" 499" not in log_file.read_bytes()[start:]:
+        time.sleep(0.2)
+    entries = [json.loads(line) for line in log_file.read_bytes()[start:].decode().splitlines() if line.startswith("{")]
+    assert [e["status"] for e in entries] == [404, 404, 400, 499], entries
+    assert [e["logger"] for e in entries] == ["serving.http", "serving.access", "serving.access", "serving.access"]
+    assert not [e for e in entries if "exception" in e or e["level"] == "ERROR"]
+    assert entries[1]["error"] == "Model with name nope does not exist." and entries[3]["error"] == "ClientDisconnect"
+
+
 def test_metrics_and_json_logs(endpoint: Endpoint) -> None:
     requests.post(endpoint.v1_predict_url, json={"instances": ["Metrics please"]}, timeout=30).raise_for_status()
     text = requests.get(f"{endpoint.url}/metrics", timeout=10).text
