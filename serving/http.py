@@ -9,7 +9,8 @@
   parser raises ``KeyError``, ``ValueError`` ... on malformed input) into a 400, and names the
   serving backend in the V2 model metadata's ``platform``.
 - ``validation_error`` answers V2 schema errors with a short 422 that does not echo the body;
-  ``invalid_input`` answers 400 and logs one line, not a traceback, for a client's mistake.
+  ``client_error`` answers a request's own failure (400, 404, 499, 501, 503: ``CLIENT_ERRORS``)
+  with one log line and no traceback; real server errors keep KServe's 500 and traceback.
 """
 
 from __future__ import annotations
