@@ -55,6 +55,13 @@ class ServingConfig:
     max_body_bytes: int = field(default=4 * 1024 * 1024, metadata={"help": "largest request body (larger: 413)"})
     grace_period_s: int = field(default=30, metadata={"help": "seconds in-flight requests get to finish after SIGTERM"})
     log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})
+    repository_api: bool = field(
+        default=False,
+        metadata={
+            "help": "serve KServe's model repository API (POST /v2/repository/models/NAME/load|unload): "
+            "it has no authentication, so only with --host on loopback"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -69,7 +76,7 @@ class ServingConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, str):
+            if isinstance(value, str | bool):
                 continue
             # Zero means something for these two (dispatch at once; the library's default); not for the limits.
             zero_ok = f.name in ("max_wait_ms", "threads")

@@ -49,6 +49,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("serving.access")
 
+REPOSITORY_PATH = re.compile(r"^/v2/repository(/|$)")
 _ENDPOINTS = (
     ("v1", re.compile(r"^/v1/models/[^/]+:predict$")),
     ("v2", re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")),
@@ -121,6 +122,23 @@ class BodyLimitMiddleware:
             await _send_json(send, 413, self._too_large(), close=True)
 
 
+class RepositoryApiGuard:
+    """404 for KServe's model repository API (load/unload), which has no authentication.
+
+    KServe registers its routes unconditionally; this answers for them unless the server was
+    started with ``--repository-api true`` (on loopback only, ``serving.server`` checks).
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and REPOSITORY_PATH.match(scope["path"]):
+            await _send_json(send, 404, {"error": "the model repository API is off (--repository-api)"})
+            return
+        await self.app(scope, receive, send)
+
+
 class AccessMiddleware:
     """Prometheus counts and latency of inference requests, and one access log line each."""
 
@@ -176,6 +194,11 @@ class StrictDataPlane(DataPlane):
     V2 model metadata names the backend that serves the model in ``platform`` (a model's
     ``platform`` attribute), which KServe leaves empty.
     """
+
+    async def ready(self) -> bool:
+        """Ready only while every registered model can answer (KServe's says ready regardless)."""
+        models = self.model_registry.get_models().values()
+        return bool(models) and all(getattr(m, "ready", False) for m in models) and await super().ready()
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
         metadata: dict[str, Any] = await super().model_metadata(model_name)
@@ -246,8 +269,10 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"error": f"invalid request: {detail}"})
 
 
-def install(app: Any, max_body_bytes: int) -> None:
-    """Add the body limit, access metrics and the 400/422 handlers to KServe's FastAPI ``app``."""
+def install(app: Any, max_body_bytes: int, repository_api: bool = False) -> None:
+    """Add the body limit, access metrics, the repository guard and the 4xx handlers to KServe's FastAPI ``app``."""
+    if not repository_api:
+        app.add_middleware(RepositoryApiGuard)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     # Added last, so outermost: it also counts and logs the 413s of the body limit.
     app.add_middleware(AccessMiddleware)

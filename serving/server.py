@@ -20,6 +20,8 @@ from bertops.env import configure_process
 from serving import config as serving_config
 from serving.config import ServingConfig
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The server's flags; ``args.config`` is the validated ``ServingConfig`` (KServe's flags keep their defaults)."""
@@ -34,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.config = serving_config.from_namespace(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.config.repository_api and args.host not in LOOPBACK_HOSTS:
+        parser.error(f"--repository-api true needs --host on loopback ({', '.join(LOOPBACK_HOSTS)}), got {args.host}")
     return args
 
 
@@ -51,7 +55,7 @@ def rest_server_class(host: str, config: ServingConfig) -> type:
 
         def create_application(self) -> None:
             super().create_application()
-            install(model_server.app, config.max_body_bytes)
+            install(model_server.app, config.max_body_bytes, config.repository_api)
 
     return BertopsRESTServer
 

@@ -289,6 +289,40 @@ def test_a_client_error_or_a_client_that_leaves_is_one_log_line(endpoint: Endpoi
     assert entries[1]["error"] == "Model with name nope does not exist." and entries[3]["error"] == "ClientDisconnect"
 
 
+def test_the_model_repository_api_is_off_by_default(endpoint: Endpoint) -> None:
+    # It has no authentication: with it, anyone reaching the port could unload the model for good.
+    for action in ("unload", "load"):
+        answer = requests.post(f"{endpoint.url}/v2/repository/models/{endpoint.name}/{action}", timeout=10)
+        assert answer.status_code == 404, answer.text
+    assert requests.get(f"{endpoint.url}/v2/health/ready", timeout=10).status_code == 200
+    assert requests.post(endpoint.v1_predict_url, json={"instances": ["still here"]}, timeout=30).status_code == 200
+
+
+def test_the_repository_api_needs_loopback_and_unloading_makes_the_server_unready(trained_tiny: Path) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--model-dir", "m", "--model-name", "n", "--repository-api", "true", "--host", "0.0.0.0"])
+    port = free_port()
+    command = [sys.executable, "-m", "serving.server", "--model-dir", str(trained_tiny), "--model-name", "m"]
+    command += ["--http-port", str(port), "--backend", "torch", "--repository-api", "true", "--log-format", "text"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert requests.post(f"{url}/v2/repository/models/m/unload", timeout=30).status_code == 200
+        # The model cannot answer any more, so the server must not say it is ready.
+        assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 503
+        assert requests.post(f"{url}/v1/models/m:predict", json={"instances": ["x"]}, timeout=10).status_code != 200
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_metrics_and_json_logs(endpoint: Endpoint) -> None:
     requests.post(endpoint.v1_predict_url, json={"instances": ["Metrics please"]}, timeout=30).raise_for_status()
     text = requests.get(f"{endpoint.url}/metrics", timeout=10).text
