@@ -26,6 +26,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import (
     InferenceError,
     InvalidInput,
@@ -204,6 +205,16 @@ class StrictDataPlane(DataPlane):
         metadata: dict[str, Any] = await super().model_metadata(model_name)
         platform = getattr(self.get_model_from_registry(model_name), "platform", "")
         return {**metadata, "platform": platform or metadata["platform"]}
+
+    def decode_inference_request(self, body: Any, headers: Any, model_name: str) -> Any:
+        """Without the binary-extension header a V2 body is all JSON, whatever its Content-Type.
+
+        That is the protocol's rule and Triton's; tritonclient's JSON mode sends no Content-Type,
+        and KServe would otherwise take the body for binary tensors and answer 400.
+        """
+        if isinstance(body, bytes) and INFERENCE_CONTENT_LENGTH_HEADER not in (headers or {}):
+            headers = {**headers, INFERENCE_CONTENT_LENGTH_HEADER: str(len(body))}
+        return super().decode_inference_request(body, headers, model_name)
 
     def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -48,6 +48,9 @@ def texts_v2(request: InferRequest, config: ServingConfig) -> list[str]:
         names = ", ".join(repr(t.name) for t in request.inputs) or "none"
         raise InvalidInput(f"expected exactly one input tensor ({TEXT_INPUT!r}, BYTES), got {names}")
     tensor = request.inputs[0]
+    if tensor.name != TEXT_INPUT:
+        # As Triton does: a misspelt input name is the client's mistake, not something to guess at.
+        raise InvalidInput(f"unknown input {tensor.name!r}; this model takes one BYTES input {TEXT_INPUT!r}")
     if tensor.datatype != "BYTES":
         raise InvalidInput(f"input {tensor.name!r} must have datatype BYTES, got {tensor.datatype}")
     shape = tensor.shape

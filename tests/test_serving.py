@@ -206,6 +206,7 @@ MALFORMED = {
     "v2 two inputs": ("v2", _v2(TEXT, {**TEXT, "name": "more"}), JSON, 400),
     "v2 zero inputs": ("v2", _v2(), JSON, 400),
     "v2 unknown output": ("v2", _v2(TEXT, outputs=[{"name": "logits"}]), JSON, 400),
+    "v2 unknown input name": ("v2", _v2({**TEXT, "name": "input_text"}), JSON, 400),
     "v2 missing data": ("v2", _v2({k: v for k, v in TEXT.items() if k != "data"}), JSON, 422),
     "v2 missing shape": ("v2", _v2({k: v for k, v in TEXT.items() if k != "shape"}), JSON, 422),
     "v2 shape not a list": ("v2", _v2({**TEXT, "shape": "1"}), JSON, 422),
@@ -237,6 +238,14 @@ def test_malformed_input_is_a_client_error(
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert isinstance(error, str) and 10 < len(error) < 500
+
+
+def test_a_v2_json_body_without_content_type_is_json(endpoint: Endpoint) -> None:
+    # tritonclient's JSON mode (binary_data=False) sends no Content-Type; Triton accepts that.
+    body = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Cup final"]}]})
+    answer = requests.post(endpoint.v2_infer_url, data=body.encode(), timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"][0] in LABELS
 
 
 def test_a_lone_surrogate_fails_only_its_own_request(endpoint: Endpoint) -> None:
