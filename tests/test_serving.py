@@ -298,6 +298,17 @@ def test_a_client_error_or_a_client_that_leaves_is_one_log_line(endpoint: Endpoi
     assert entries[1]["error"] == "Model with name nope does not exist." and entries[3]["error"] == "ClientDisconnect"
 
 
+def wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 180) -> None:
+    """Poll a readiness ``url`` until it answers 200, the server process exits, or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.5)
+
+
 def test_the_model_repository_api_is_off_by_default(endpoint: Endpoint) -> None:
     # It has no authentication: with it, anyone reaching the port could unload the model for good.
     for action in ("unload", "load"):
@@ -316,13 +327,7 @@ def test_the_repository_api_needs_loopback_and_unloading_makes_the_server_unread
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        wait_ready(f"{url}/v2/health/ready", process)
         assert requests.post(f"{url}/v2/repository/models/m/unload", timeout=30).status_code == 200
         # The model cannot answer any more, so the server must not say it is ready.
         assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 503
@@ -383,13 +388,7 @@ def bounded(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Server(f"http://127.0.0.1:{port}", port, process)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if requests.get(f"{server.url}/v2/models/m/ready", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
+    wait_ready(f"{server.url}/v2/models/m/ready", process)
     yield server
     if process.poll() is None:
         process.kill()
