@@ -52,7 +52,12 @@ def champion_lock(
         from bertops.lease import lease_lock, lease_name
 
         return lease_lock(
-            api or load_api_client(), namespace, lease_name(model_name), what, CLUSTER_HOLD_SECONDS, CLUSTER_WAIT_SECONDS
+            api or load_api_client(),
+            namespace,
+            lease_name(model_name),
+            what,
+            CLUSTER_HOLD_SECONDS,
+            CLUSTER_WAIT_SECONDS,
         )
     return state_lock(state_dir, model_name, what, DEFAULT_TIMEOUT)
 

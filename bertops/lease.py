@@ -95,17 +95,17 @@ def _claim(
         raise BertopsError(f"cannot take Lease {namespace}/{name}: {api_error(exc)}") from exc
 
 
-def _release(coordination: CoordinationV1Api, held: V1Lease) -> None:
+def _release(coordination: CoordinationV1Api, namespace: str, name: str, held: V1Lease) -> None:
     """Give the Lease up (no holder); a Lease someone took over meanwhile is theirs, left alone."""
     from kubernetes.client import V1Lease, V1LeaseSpec
     from kubernetes.client.exceptions import ApiException
 
-    meta = held.metadata
-    spec = V1LeaseSpec(lease_transitions=held.spec.lease_transitions)
+    spec = V1LeaseSpec(lease_transitions=held.spec.lease_transitions if held.spec else None)
     try:
-        coordination.replace_namespaced_lease(meta.name, meta.namespace, V1Lease(metadata=meta, spec=spec))
+        # The resourceVersion of this holder's own write: a Lease changed since then is not released.
+        coordination.replace_namespaced_lease(name, namespace, V1Lease(metadata=held.metadata, spec=spec))
     except ApiException as exc:
-        log.warning("could not release Lease %s/%s: %s", meta.namespace, meta.name, api_error(exc))
+        log.warning("could not release Lease %s/%s: %s", namespace, name, api_error(exc))
 
 
 @contextmanager
@@ -150,4 +150,4 @@ def lease_lock(
     try:
         yield
     finally:
-        _release(coordination, held)
+        _release(coordination, namespace, name, held)

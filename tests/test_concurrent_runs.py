@@ -140,7 +140,9 @@ def test_two_runs_leave_one_champion_served_by_the_one_recorded_server(
         outcomes.append(json.loads(out.decode().strip().splitlines()[-1]))
     assert [o["gate"] for o in outcomes] == [True, True]  # both gated against version 1
     client = open_client("", state)
-    promoted = [o["version"] for o in outcomes if client.get_model_version(NAME, o["version"]).tags["promoted"] == "true"]
+    promoted = [
+        o["version"] for o in outcomes if client.get_model_version(NAME, o["version"]).tags["promoted"] == "true"
+    ]
     (winner,) = promoted
     (loser,) = {o["version"] for o in outcomes} - {winner}
     assert champion(state) == winner and champion_history(client, NAME) == ["1", winner]

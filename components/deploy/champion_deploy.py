@@ -45,5 +45,10 @@ def deploy_docker_champion(model_name: str, version: str, state_dir: str, tracki
 
     lock = champion_lock(model_name, state_dir, f"deploy {model_name} v{version} in a container")
     return deploy_if_champion(
-        model_name, version, state_dir, tracking_uri, lock, lambda: deploy_docker(model_name, version, state_dir, tracking_uri).url
+        model_name,
+        version,
+        state_dir,
+        tracking_uri,
+        lock,
+        lambda: deploy_docker(model_name, version, state_dir, tracking_uri).url,
     )

@@ -21,10 +21,8 @@ def deploy(
     pipeline_run: str,
     git_commit: str,
 ) -> str:
-    """Serve ``version`` and return the endpoint URL; "" when it is no longer the champion.
-
-    The check and the switch run under the model's lock (``bertops.champion_lock``): another
-    run or a promote that moved the champion since this run's register deploys it instead.
+    """Serve ``version`` and return the endpoint URL; "" when it is no longer the champion (checked
+    under the model's lock with the switch itself: see ``bertops.champion_lock``).
 
     ``local``: start (or replace) a KServe model server on 127.0.0.1. ``docker``: nothing here,
     since steps get no container engine; ``bertops run`` starts the serving container after the
@@ -43,9 +41,8 @@ def deploy(
         if deploy_target == "local":
             from components.deploy.deploy import deploy_local
 
-            lock = champion_lock(model_name, state_dir, what)
             return deploy_if_champion(
-                model_name, version, state_dir, tracking_uri, lock,
+                model_name, version, state_dir, tracking_uri, champion_lock(model_name, state_dir, what),
                 lambda: deploy_local(model_name, version, state_dir, tracking_uri, serve_port).url,
             )  # fmt: skip
         if deploy_target == "docker":
@@ -61,9 +58,8 @@ def deploy(
             config = cluster_deploy_config(
                 namespace, deployment_mode, serving_gpus, serving_resources, canary_traffic_percent
             )
-            lock = champion_lock(model_name, state_dir, what, deploy_target, namespace)
             return deploy_if_champion(
-                model_name, version, state_dir, tracking_uri, lock,
+                model_name, version, state_dir, tracking_uri, champion_lock(model_name, state_dir, what, "cluster", namespace),
                 lambda: deploy_registered_version(
                     model_name, version, state_dir, tracking_uri, config, pipeline_run=pipeline_run, git_commit=git_commit
                 ).url,
