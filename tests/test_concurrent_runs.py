@@ -115,6 +115,8 @@ def champion(state: Path) -> str:
 
 def register(model: Path, state: Path, promote: bool = True, expected: str | None = None, run: str = "r") -> str:
     submission = Submission(model, NAME, {"test_accuracy": 0.8}, {}, LINEAGE | {"pipeline_run": run})
+    if expected is None:  # as before the compare-and-set: the setup of the race runs on any version
+        return register_model(submission, promote, str(state)).version
     return register_model(submission, promote, str(state), "", expected).version
 
 
