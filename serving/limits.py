@@ -92,8 +92,12 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        # Whatever follows is the next request's head.
+        # Whatever follows is the next request's head; the running request's body is complete
+        # (messages are parsed in order), so its timer has nothing left to time.
         self._reading_head, self._head_bytes = True, 0
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         super()._start_asgi_task(cycle, app)

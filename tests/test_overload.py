@@ -25,6 +25,8 @@ import requests
 from test_serving import LONG_TEXT, Server, wait_ready
 
 from components.deploy.deploy import free_port
+from serving.config import ServingConfig
+from serving.server import parse_args
 
 TEXTS_PER_REQUEST = 128
 LARGE_ACCEPTED = 4 * TEXTS_PER_REQUEST
@@ -62,6 +64,18 @@ def crowded(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with serving(trained_tiny, log, *flags) as server:
         server.log = log  # type: ignore[attr-defined]
         yield server
+
+
+def test_the_limits_are_flags_and_the_queue_holds_at_least_one_full_request() -> None:
+    args = parse_args(
+        ["--model-dir", "d", "--model-name", "n", "--max-queued-texts", "64", "--header-timeout-s", "2.5"]
+    )
+    assert (args.config.max_queued_texts, args.config.header_timeout_s) == (64, 2.5)
+    # Else a request of --max-instances texts could never be accepted.
+    with pytest.raises(ValueError, match=r"max_queued_texts \(63\) must be >= max_instances \(64\)"):
+        ServingConfig(max_queued_texts=63)
+    with pytest.raises(ValueError, match="body_timeout_s must be > 0"):
+        ServingConfig(body_timeout_s=0)
 
 
 def metric(server: Server, name: str) -> float:
