@@ -31,6 +31,7 @@ def finetune(
     gpus_per_node: int = 1,
     workspace_pvc: str = "",
     run_name: str = "",
+    checkpoint_name: str = "",
     candidate_id: str = "",
     pod_gpus: str = "0",
 ) -> None:
@@ -39,7 +40,8 @@ def finetune(
     ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (a job of
     ``num_nodes`` x ``gpus_per_node`` GPUs sharing ``workspace_pvc``, mounted at /workspace, in
     this pod's namespace or ``namespace`` outside a pod). ``checkpoint_dir`` on a volume makes a
-    restarted pod resume (per ``run_name`` and ``candidate_id``). ``pod_gpus``: the GPUs this
+    restarted pod resume (per ``checkpoint_name``, else ``run_name``, and ``candidate_id``): a
+    run given the checkpoint name of an unfinished run resumes its fine-tuning. ``pod_gpus``: the GPUs this
     pod asked for, as the string the KFP driver reads; above 0 in a pod, ``local`` training
     requires CUDA. ``components.finetune.launch.finetune_step`` says the rest.
     """
@@ -58,7 +60,7 @@ def finetune(
             settings,
             launcher,
             cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc),
-            run_name,
+            checkpoint_name or run_name,
             candidate_id,
             pod_gpus,
         )
