@@ -137,12 +137,13 @@ def processes_with_token(token: str) -> list[int]:
     return pids
 
 
-def kill_unrecorded(state_dir: Path, token: str) -> list[int]:
+def kill_unrecorded(state_dir: Path, token: str, run_pid: int) -> list[int]:
     """Kill (with their groups) the processes of this run that no endpoint record names; returns their pids."""
-    recorded = {endpoint.pid for endpoint in endpoints.list_endpoints(state_dir)}
+    # The run's own process set the token after it started, so its /proc environ lacks it: excluded anyway.
+    spared = {endpoint.pid for endpoint in endpoints.list_endpoints(state_dir)} | {os.getpid(), run_pid}
     killed = []
     for pid in processes_with_token(token):
-        if pid in recorded or pid == os.getpid():
+        if pid in spared:
             continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             # A detached server leads its own group; its workers go with it.
@@ -155,13 +156,14 @@ def guard(state_dir: Path, token: str) -> None:
     """The guard process: wait for the run's end (end of stdin), then kill the tasks and the unrecorded."""
     # The run passes Ctrl-C on to the whole group, this process included: the tasks stop, the guard stays.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run_pid = os.getppid()
     sys.stdin.buffer.read()
     group = os.getpgrp()
     finisher = os.fork()
     if finisher == 0:
         os.setpgid(0, 0)  # out of the group that is about to be killed
         _wait_group_gone(group, GROUP_EXIT_WAIT_S)
-        for pid in kill_unrecorded(state_dir, token):
+        for pid in kill_unrecorded(state_dir, token, run_pid):
             print(f"bertops: stopped process {pid}, started by a run that ended before recording it", file=sys.stderr)
         os._exit(0)
     # Both sides set it, so the kill below cannot reach the finisher whichever runs first.
