@@ -169,17 +169,17 @@ def _run_pipeline(
             os.environ[ERROR_FILE_ENV] = previous
 
 
-def named_run(config: PipelineConfig, runner: str) -> tuple[PipelineConfig, bool]:
-    """``config`` with a run name (the start time when none is given) and, when no ``checkpoint_dir`` is
-    set, the state directory's checkpoint folder, where a run started again under the same name finds
-    them; the flag says the latter was chosen here (the run's checkpoints are then removed once it finished)."""
+def named_run(config: PipelineConfig, runner: str) -> tuple[PipelineConfig, PipelineConfig]:
+    """The run as recorded (``config`` with a run name: its start time when none is given) and as it
+    runs: when no ``checkpoint_dir`` is set, with the state directory's checkpoint folder, where a run
+    started again under the same name finds them."""
     if not config.train.checkpoint_name:
         config = config.replace(checkpoint_name=run_records.new_run_name())
     # The docker runner's steps write as the images' user: their checkpoints stay beside the model,
     # which the step itself removes.
     if config.train.checkpoint_dir or runner != "subprocess":
-        return config, False
-    return config.replace(checkpoint_dir=str(run_records.checkpoints_root(config.registry.state_dir))), True
+        return config, config
+    return config, config.replace(checkpoint_dir=str(run_records.checkpoints_root(config.registry.state_dir)))
 
 
 def run_local(
@@ -207,8 +207,8 @@ def run_local(
     pipeline_root.mkdir(parents=True, exist_ok=True)
     log_file = state_dir / "runs" / time.strftime("%Y%m%d-%H%M%S.log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    config, default_checkpoints = named_run(config, runner)
-    run_records.write(config, run_records.RUNNING)
+    recorded, config = named_run(config, runner)
+    run_records.write(recorded, run_records.RUNNING)
     log.info("run %s (log: %s)", config.train.checkpoint_name, log_file)
     try:
         with (
@@ -222,11 +222,11 @@ def run_local(
             local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
             outputs = _run_pipeline(build_pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
     except BaseException:
-        run_records.write(config, run_records.FAILED)
+        run_records.write(recorded, run_records.FAILED)
         raise
     finally:
         _drop_handlers_writing_to(_StepLogFilter)
-    run_records.finish(config, default_checkpoints)
+    run_records.finish(recorded, config)
     return LocalRunResult(
         data_version=str(outputs["data_version"]),
         validation=str(outputs["validation"]),

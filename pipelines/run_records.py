@@ -59,11 +59,11 @@ def write(config: PipelineConfig, state: str) -> None:
     tmp.replace(path)
 
 
-def finish(config: PipelineConfig, default_checkpoints: bool) -> None:
+def finish(recorded: PipelineConfig, ran: PipelineConfig) -> None:
     """Mark the run finished; its checkpoints go when they were in the default place (nothing resumes them)."""
-    if default_checkpoints:
-        shutil.rmtree(Path(config.train.checkpoint_dir) / config.train.checkpoint_name, ignore_errors=True)
-    write(config, FINISHED)
+    if not recorded.train.checkpoint_dir and ran.train.checkpoint_dir:
+        shutil.rmtree(Path(ran.train.checkpoint_dir) / ran.train.checkpoint_name, ignore_errors=True)
+    write(recorded, FINISHED)
 
 
 def _alive(pid: int) -> bool:

@@ -61,7 +61,8 @@ def descendants(pid: int) -> set[int]:
             parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError):
             continue
-    found, frontier = set(), {pid}
+    found: set[int] = set()
+    frontier = {pid}
     while frontier:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
@@ -185,13 +186,14 @@ def test_a_killed_run_takes_its_task_tree_and_its_unrecorded_servers(tmp_path: P
 
 
 def test_a_local_run_checkpoints_under_its_name_in_the_state_dir(tmp_path: Path) -> None:
-    config, default = named_run(PipelineConfig().replace(state_dir=str(tmp_path)), "subprocess")
-    assert default and config.train.checkpoint_dir == str(tmp_path / "checkpoints")
-    assert config.train.checkpoint_name.startswith("run-")
+    recorded, ran = named_run(PipelineConfig().replace(state_dir=str(tmp_path)), "subprocess")
+    assert ran.train.checkpoint_dir == str(tmp_path / "checkpoints")
+    assert recorded.train.checkpoint_dir == ""  # resumed, it gets the default place again (and frees it)
+    assert recorded.train.checkpoint_name == ran.train.checkpoint_name and ran.train.checkpoint_name.startswith("run-")
     # A given checkpoint_dir is the user's, and a docker runner's steps cannot share the state's.
     given = PipelineConfig().replace(state_dir=str(tmp_path), checkpoint_dir="/ckpt", checkpoint_name="mine")
-    assert named_run(given, "subprocess") == (given, False)
-    assert named_run(PipelineConfig().replace(checkpoint_name="mine"), "docker")[0].train.checkpoint_dir == ""
+    assert named_run(given, "subprocess") == (given, given)
+    assert named_run(PipelineConfig().replace(checkpoint_name="mine"), "docker")[1].train.checkpoint_dir == ""
 
 
 def parse_run(*flags: str) -> PipelineConfig:
@@ -225,11 +227,11 @@ def test_resume_takes_the_newest_unfinished_run_and_its_settings(tmp_path: Path)
 
 
 def test_a_finished_run_removes_its_checkpoints_and_is_not_resumed(tmp_path: Path) -> None:
-    config, default = named_run(PipelineConfig().replace(state_dir=str(tmp_path), checkpoint_name="done"), "subprocess")
-    checkpoints = Path(config.train.checkpoint_dir) / "done" / "base" / "step-00000002"
+    recorded, ran = named_run(PipelineConfig().replace(state_dir=str(tmp_path), checkpoint_name="done"), "subprocess")
+    checkpoints = Path(ran.train.checkpoint_dir) / "done" / "base" / "step-00000002"
     checkpoints.mkdir(parents=True)
-    run_records.write(config, run_records.FAILED)
-    run_records.finish(config, default)
+    run_records.write(recorded, run_records.FAILED)
+    run_records.finish(recorded, ran)
     assert not checkpoints.parent.parent.exists()
     assert run_records.unfinished_run(tmp_path) is None
 
@@ -241,6 +243,7 @@ def test_a_run_name_must_be_a_plain_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_run_killed_while_fine_tuning_resumes_from_its_last_checkpoint(
     bbc_data: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -248,7 +251,7 @@ def test_a_run_killed_while_fine_tuning_resumes_from_its_last_checkpoint(
     flags = [
         *("--data-path", str(bbc_data), "--state-dir", str(state), "--base-model", str(tiny_model)),
         *("--candidates", '[{"id": "base"}]', "--max-train-samples", "200", "--max-eval-samples", "60"),
-        *("--max-length", "32", "--max-steps", "300", "--checkpoint-every", "3", "--eval-every", "0"),
+        *("--max-length", "32", "--max-steps", "40", "--checkpoint-every", "10", "--eval-every", "1000"),
         *("--learning-rate", "2e-3", "--min-accuracy", "0.99"),
     ]
     run = bertops_run(*flags)

@@ -37,13 +37,11 @@ def finetune(
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
-    ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (a job of
-    ``num_nodes`` x ``gpus_per_node`` GPUs sharing ``workspace_pvc``, mounted at /workspace, in
-    this pod's namespace or ``namespace`` outside a pod). ``checkpoint_dir`` on a volume makes a
-    restarted pod resume (per ``checkpoint_name``, else ``run_name``, and ``candidate_id``): a
-    run given the checkpoint name of an unfinished run resumes its fine-tuning. ``pod_gpus``: the GPUs this
-    pod asked for, as the string the KFP driver reads; above 0 in a pod, ``local`` training
-    requires CUDA. ``components.finetune.launch.finetune_step`` says the rest.
+    ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (``num_nodes`` x
+    ``gpus_per_node`` GPUs sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else
+    ``namespace``). Checkpoints go to ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``,
+    where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
+    KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA; ``finetune_step`` says the rest.
     """
     from pathlib import Path
 
