@@ -146,6 +146,13 @@ class TrainConfig(FinetuneConfig):
             "json": list,
         },
     )
+    checkpoint_name: str = field(
+        default="",
+        metadata={
+            "help": "this run's checkpoint folder below checkpoint_dir (empty: the KFP run's name; locally, the "
+            "start time): a run given the checkpoint name of an unfinished run resumes its fine-tuning"
+        },
+    )
 
 
 @dataclass
@@ -569,6 +576,12 @@ def setting_problems(config: PipelineConfig) -> list[str]:
         problems.append(
             f"--model-name must be at most 63 lowercase letters, digits and '-', starting with a letter and not "
             f"ending with '-' (it names the InferenceService), got {name!r}"
+        )
+    checkpoint_name = flat["checkpoint_name"]
+    if checkpoint_name and not NAME_PATTERN.fullmatch(checkpoint_name):
+        problems.append(
+            f"--checkpoint-name must be at most 63 lowercase letters, digits and '-', starting with a letter and "
+            f"not ending with '-' (it names a folder and the training jobs), got {checkpoint_name!r}"
         )
     namespace = flat["namespace"]
     if not NAMESPACE_PATTERN.fullmatch(namespace):

@@ -27,9 +27,27 @@ def _absolute(config: cfg.PipelineConfig) -> cfg.PipelineConfig:
     )
 
 
+def _settings(args: argparse.Namespace) -> cfg.PipelineConfig:
+    """The flags over the defaults; a run resumed (``--resume``, or the name of an unfinished run) starts
+    from the settings that run was started with, with the flags given now applied over them."""
+    from pipelines.run_records import resumed_config
+
+    config = cfg.from_namespace(args)
+    # The run name names files: a bad one (like any bad flag) fails before any is read.
+    cfg.validate_settings(config)
+    state_dir, run_name = Path(config.registry.state_dir).resolve(), config.train.checkpoint_name
+    if not (args.resume or run_name):
+        return config
+    resumed = resumed_config(state_dir, run_name, required=args.resume)
+    if resumed is None:
+        return config
+    log.info("resuming run %s with its settings", resumed.train.checkpoint_name)
+    return cfg.from_namespace(args, base=resumed)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """Run the pipeline with the flags' settings; serve a promoted winner; print the summary."""
-    config = _absolute(cfg.from_namespace(args))
+    config = _absolute(_settings(args))
     if args.runner == "docker" and config.serve.deploy_target == "local":
         # A server started inside a step's container would die with it.
         config = config.replace(deploy_target="docker")
@@ -100,6 +118,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="subprocess",
         help="subprocess: every step in this Python environment (default); docker: every step in its "
         "container image (build them with `make images`), and the winner served from the serving image",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest unfinished run (killed or failed) in the state directory: its name and "
+        "settings (flags given now override them); fine-tuning resumes from its last checkpoint",
     )
     cfg.add_arguments(run)
     run.set_defaults(func=cmd_run)

@@ -25,6 +25,8 @@ from typing import Any, TextIO
 from bertops.config import PipelineConfig
 from bertops.errors import BertopsError
 from bertops.step import ERROR_FILE_ENV
+from pipelines import run_records
+from pipelines.task_group import tasks_die_with_this_process
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,19 @@ def _run_pipeline(
             os.environ[ERROR_FILE_ENV] = previous
 
 
+def named_run(config: PipelineConfig, runner: str) -> tuple[PipelineConfig, PipelineConfig]:
+    """The run as recorded (``config`` with a run name: its start time when none is given) and as it
+    runs: when no ``checkpoint_dir`` is set, with the state directory's checkpoint folder, where a run
+    started again under the same name finds them."""
+    if not config.train.checkpoint_name:
+        config = config.replace(checkpoint_name=run_records.new_run_name())
+    # The docker runner's steps write as the images' user: their checkpoints stay beside the model,
+    # which the step itself removes.
+    if config.train.checkpoint_dir or runner != "subprocess":
+        return config, config
+    return config, config.replace(checkpoint_dir=str(run_records.checkpoints_root(config.registry.state_dir)))
+
+
 def run_local(
     config: PipelineConfig, git_commit: str = "unknown", verbose: bool = False, runner: str = "subprocess"
 ) -> LocalRunResult:
@@ -192,15 +207,26 @@ def run_local(
     pipeline_root.mkdir(parents=True, exist_ok=True)
     log_file = state_dir / "runs" / time.strftime("%Y%m%d-%H%M%S.log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix="bertops-run-", dir=state_dir) as scratch,
-        log_file.open("w", encoding="utf-8") as log_handle,
-        contextlib.redirect_stdout(_StepLogFilter(log_handle, sys.stdout, verbose)),
-    ):
-        task_runner = _task_runner(config, runner, state_dir, Path(scratch))
-        local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-        outputs = _run_pipeline(build_pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
-    _drop_handlers_writing_to(_StepLogFilter)
+    recorded, config = named_run(config, runner)
+    run_records.write(recorded, run_records.RUNNING)
+    log.info("run %s (log: %s)", config.train.checkpoint_name, log_file)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="bertops-run-", dir=state_dir) as scratch,
+            log_file.open("w", encoding="utf-8") as log_handle,
+            contextlib.redirect_stdout(_StepLogFilter(log_handle, sys.stdout, verbose)),
+            # A docker runner's tasks are containers, which the engine runs, not this process.
+            tasks_die_with_this_process(state_dir) if runner == "subprocess" else contextlib.nullcontext(),
+        ):
+            task_runner = _task_runner(config, runner, state_dir, Path(scratch))
+            local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+            outputs = _run_pipeline(build_pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
+    except BaseException:
+        run_records.write(recorded, run_records.FAILED)
+        raise
+    finally:
+        _drop_handlers_writing_to(_StepLogFilter)
+    run_records.finish(recorded, config)
     return LocalRunResult(
         data_version=str(outputs["data_version"]),
         validation=str(outputs["validation"]),

@@ -31,17 +31,17 @@ def finetune(
     gpus_per_node: int = 1,
     workspace_pvc: str = "",
     run_name: str = "",
+    checkpoint_name: str = "",
     candidate_id: str = "",
     pod_gpus: str = "0",
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
-    ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (a job of
-    ``num_nodes`` x ``gpus_per_node`` GPUs sharing ``workspace_pvc``, mounted at /workspace, in
-    this pod's namespace or ``namespace`` outside a pod). ``checkpoint_dir`` on a volume makes a
-    restarted pod resume (per ``run_name`` and ``candidate_id``). ``pod_gpus``: the GPUs this
-    pod asked for, as the string the KFP driver reads; above 0 in a pod, ``local`` training
-    requires CUDA. ``components.finetune.launch.finetune_step`` says the rest.
+    ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (``num_nodes`` x
+    ``gpus_per_node`` GPUs sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else
+    ``namespace``). Checkpoints go to ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``,
+    where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
+    KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA; ``finetune_step`` says the rest.
     """
     from pathlib import Path
 
@@ -58,7 +58,7 @@ def finetune(
             settings,
             launcher,
             cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc),
-            run_name,
+            checkpoint_name or run_name,
             candidate_id,
             pod_gpus,
         )
