@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertops import config as cfg
+from bertops.redact import redact_credentials
 from cli import git
 from cli.endpoints import predict_v1
 
@@ -67,6 +68,7 @@ def summary(
 
     name, state = config.registry.model_name, config.registry.state_dir
     promoted = tags.get("promoted") == "true"
+    registry = redact_credentials(config.registry.tracking_uri) or f"local registry in {state}"
     lines = [
         "",
         "bertops run: summary",
@@ -75,7 +77,7 @@ def summary(
         f"  winner            candidate {result.winner!r} of {len(config.to_arguments()['candidates'])}",
         f"  test accuracy     {metrics['test_accuracy']:.4f} (macro F1 {metrics['test_macro_f1']:.4f}, "
         f"ECE {metrics['test_ece']:.4f}, {metrics['batch_latency_ms']:.0f} ms per batch of 32)",
-        f"  registered        {name} version {result.version} ({config.registry.tracking_uri or 'local registry in ' + state})",
+        f"  registered        {name} version {result.version} ({registry})",
         f"  promotion         {'champion' if promoted else 'not promoted'}: {tags.get('gate_reason', '')}",
     ]
     endpoint = next((e for e in endpoints.list_endpoints(state) if e.name == name), None)

@@ -19,7 +19,6 @@ import pytest
 import requests
 
 from bertops import endpoints
-from bertops.endpoints import Endpoint
 from bertops.errors import BertopsError
 from components.deploy.deploy import deploy_local, error_line
 from components.register.register import Submission, register_model
