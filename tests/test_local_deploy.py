@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from bertops import endpoints
+from bertops.endpoints import Endpoint
 from bertops.errors import BertopsError
 from components.deploy.deploy import deploy_local, error_line
 from components.register.register import Submission, register_model
@@ -43,13 +44,17 @@ def _classifier(tiny_model: Path, out: Path, labels: list[str]) -> Path:
 
 @pytest.fixture(scope="module")
 def registry(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A state dir whose registry holds version 1 (the champion) and version 2 of NAME."""
+    """A state dir whose registry holds version 1 (the champion), 2, and 3 (a model that fails to load) of NAME."""
     state = tmp_path_factory.mktemp("deploy") / "state"
     models = tmp_path_factory.mktemp("models")
     for version, prefix in (("1", "old"), ("2", "new")):
         model = _classifier(tiny_model, models / version, [f"{prefix}-a", f"{prefix}-b"])
         registered = register_model(Submission(model, NAME, {}, {}, LINEAGE), version == "1", str(state))
         assert registered.version == version
+    # Version 3 cannot load: its weights file is not one.
+    broken = _classifier(tiny_model, models / "3", ["bad-a", "bad-b"])
+    (broken / "model.safetensors").write_bytes(b"not a model")
+    assert register_model(Submission(broken, NAME, {}, {}, LINEAGE), False, str(state)).version == "3"
     yield state
     for endpoint in endpoints.list_endpoints(state):
         endpoints.delete(endpoint.name, state)
@@ -88,8 +93,6 @@ def stranger() -> Iterator[int]:
 
 def test_a_port_someone_else_holds_fails_the_deploy_and_keeps_the_old_server(registry: Path, stranger: int) -> None:
     first = deploy_local(NAME, "1", str(registry))
-    # Port 0: the server bound a port the kernel picked and reported it; that is the URL recorded.
-    assert f"listening on 127.0.0.1:{first.port}" in Path(first.log_file).read_text()
     assert _labels(first.url) == {"old-a", "old-b"}
 
     with pytest.raises(BertopsError) as failure:
@@ -99,6 +102,25 @@ def test_a_port_someone_else_holds_fails_the_deploy_and_keeps_the_old_server(reg
     assert endpoints.get(NAME, registry) == first
     assert endpoints.serves(first)
     assert _labels(first.url) == {"old-a", "old-b"}
+    # Port 0: the server bound a port the kernel picked and reported it; that is the URL recorded.
+    assert f"listening on 127.0.0.1:{first.port}" in Path(first.log_file).read_text()
+
+
+def _serving(registry: Path) -> Endpoint:
+    """The endpoint of NAME, deployed with version 1 if there is none yet."""
+    try:
+        return endpoints.get(NAME, registry)
+    except BertopsError:
+        return deploy_local(NAME, "1", str(registry))
+
+
+def test_a_version_that_cannot_load_leaves_the_server_on_the_same_port_serving(registry: Path) -> None:
+    serving = _serving(registry)
+    labels = _labels(serving.url)
+    with pytest.raises(BertopsError, match=r"exited with \d+: .*SafetensorError"):
+        deploy_local(NAME, "3", str(registry), port=serving.port)
+    assert endpoints.get(NAME, registry) == serving
+    assert _labels(serving.url) == labels
 
 
 def _bertops(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -106,10 +128,8 @@ def _bertops(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promote_and_rollback_keep_the_url_and_answer_from_the_new_version(registry: Path) -> None:
-    try:
-        first = endpoints.get(NAME, registry)
-    except BertopsError:
-        first = deploy_local(NAME, "1", str(registry))
+    first = _serving(registry)
+    assert first.model_version == "1"
     flags = ("--model-name", NAME, "--state-dir", str(registry))
 
     promoted = _bertops("models", "promote", "2", *flags)
