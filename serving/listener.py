@@ -1,9 +1,11 @@
 """The server's listening socket, bound by the server itself, and the status file that reports it.
 
-The socket is bound before the model loads, so a port that is taken fails the start at once with
-one line (``cannot listen on 127.0.0.1:8080: [Errno 98] Address already in use``), and port 0
-has no gap between choosing a free port and binding it: the kernel picks it and the status file
-says which. uvicorn then serves this very socket.
+The socket is bound before the model loads, so a port that another program listens on fails the
+start at once with one line (``cannot listen on 127.0.0.1:8080: [Errno 98] Address already in
+use``), and port 0 has no gap between choosing a free port and binding it: the kernel picks it
+at the bind. It listens only once the model is loaded (until then a connection is refused, not
+left hanging), and the status file then reports the port with the server's pid. uvicorn serves
+this very socket.
 
 A server that takes over a port from a predecessor which is still serving it (``--port-wait-s``)
 loads its model first, reports ``waiting-for-port``, and binds as soon as the predecessor, told
@@ -30,16 +32,15 @@ BACKLOG = 2048
 RETRY_S = 0.01
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A TCP socket listening on ``host:port`` (port 0: one the kernel picks); ``OSError`` as the OS says."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: one the kernel picks); ``OSError`` as the OS says."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:
         # As uvicorn does: a predecessor's connections that are still closing do not hold the port;
-        # a listening socket still does, so two servers never share it.
+        # its listening socket still does, so two servers never listen on it together.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -52,10 +53,10 @@ def cannot_listen(host: str, port: int, exc: OSError) -> SystemExit:
     return SystemExit(1)
 
 
-def listen_early(host: str, port: int, port_wait_s: float) -> socket.socket | None:
+def bind_early(host: str, port: int, port_wait_s: float) -> socket.socket | None:
     """The socket, bound now; ``None`` when the port is in use and the server may wait for it."""
     try:
-        return bind_listener(host, port)
+        return bind_socket(host, port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE and port_wait_s > 0:
             log.info("%s:%d is in use: the model loads first, then the server waits for the port", host, port)
@@ -63,16 +64,28 @@ def listen_early(host: str, port: int, port_wait_s: float) -> socket.socket | No
         raise cannot_listen(host, port, exc) from None
 
 
-def listen_when_free(host: str, port: int, port_wait_s: float) -> socket.socket:
+def bind_when_free(host: str, port: int, port_wait_s: float) -> socket.socket:
     """The socket, bound as soon as ``host:port`` is free, within ``port_wait_s`` seconds."""
     deadline = time.monotonic() + port_wait_s
     while True:
         try:
-            return bind_listener(host, port)
+            return bind_socket(host, port)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                 raise cannot_listen(host, port, exc) from None
         time.sleep(RETRY_S)
+
+
+def start_listening(sock: socket.socket, host: str, status_file: str) -> None:
+    """Listen on the bound ``sock``, log its address and report its port in ``status_file``."""
+    port = int(sock.getsockname()[1])
+    try:
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        # Another program listened first on a port both of us had bound with SO_REUSEADDR.
+        raise cannot_listen(host, port, exc) from None
+    log.info("listening on %s:%d", host, port)
+    write_status(status_file, LISTENING, port)
 
 
 def write_status(status_file: str, state: str, port: int = 0) -> None:
@@ -83,10 +96,3 @@ def write_status(status_file: str, state: str, port: int = 0) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "state": state, "port": port}), encoding="utf-8")
     tmp.replace(path)
-
-
-def announce_listening(status_file: str, listener: socket.socket) -> None:
-    """Log the address the server listens on and report its port in ``status_file``."""
-    host, port = listener.getsockname()[:2]
-    log.info("listening on %s:%d", host, port)
-    write_status(status_file, LISTENING, port)

@@ -2,8 +2,8 @@
 
 Binds 127.0.0.1 by default. KServe 0.21's REST server hard-codes ``0.0.0.0``, so the class the
 ModelServer instantiates is swapped for one that serves the socket this module bound itself
-(``serving.listener``: the host asked for, bound before the model loads, port 0 allowed and
-reported in ``--status-file``) and adds the server's own middleware (body limit, metrics,
+(``serving.listener``: the host asked for, bound before the model loads and listening once it
+is loaded, port 0 allowed and reported in ``--status-file``) and adds the server's own middleware (body limit, metrics,
 access log; ``serving.http``). Every ``ServingConfig`` field is a flag (``--max-batch-size``,
 ``--backend`` ...; see ``--help``).
 
@@ -21,7 +21,7 @@ import sys
 from bertops.env import configure_process
 from serving import config as serving_config
 from serving.config import ServingConfig
-from serving.listener import WAITING, announce_listening, listen_early, listen_when_free, write_status
+from serving.listener import WAITING, bind_early, bind_when_free, start_listening, write_status
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_process()
     configure_logging(config.log_format)
-    listener = listen_early(args.host, args.http_port, args.port_wait_s)
+    listener = bind_early(args.host, args.http_port, args.port_wait_s)
 
     from kserve import ModelServer
     from kserve import model_server as kserve_model_server
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     model.load()
     if listener is None:
         write_status(args.status_file, WAITING)
-        listener = listen_when_free(args.host, args.http_port, args.port_wait_s)
-    announce_listening(args.status_file, listener)
+        listener = bind_when_free(args.host, args.http_port, args.port_wait_s)
+    start_listening(listener, args.host, args.status_file)
     kserve_model_server.RESTServer = rest_server_class(listener, config)
     server = ModelServer(
         http_port=args.http_port,
