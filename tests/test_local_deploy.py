@@ -118,7 +118,7 @@ def test_a_version_that_cannot_load_leaves_the_server_on_the_same_port_serving(r
     serving = _serving(registry)
     labels = _labels(serving.url)
     with pytest.raises(BertopsError, match=r"exited with \d+: .*SafetensorError"):
-        deploy_local(NAME, "3", str(registry), port=serving.port)
+        deploy_local(NAME, "3", str(registry), port=int(serving.url.rsplit(":", 1)[1]))
     assert endpoints.get(NAME, registry) == serving
     assert _labels(serving.url) == labels
 
