@@ -38,6 +38,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg.validate_settings(config)
 
     from bertops import dvc_data
+    from bertops.private_state import private_dir
     from bertops.registry import open_client, version_metrics
     from pipelines.run_local import run_local
 
@@ -47,6 +48,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     if default_data and not config.data.data_remote and not dvc_data.is_clean(root):
         log.info("data: %s", dvc_data.pull(root))
     log.info("running the pipeline on the embedded runtime (kfp.local, %s runner)", args.runner)
+    # Private from the start: the run log and the artifacts land in it before the registry opens.
+    private_dir(config.registry.state_dir, config.registry.state_dir)
     result = run_local(config, git_commit=git.commit(root), verbose=args.verbose, runner=args.runner)
     name, state = config.registry.model_name, config.registry.state_dir
     client = open_client(config.registry.tracking_uri, state)
