@@ -217,7 +217,9 @@ class RegistryConfig:
 class ServeConfig:
     """The endpoint the deploy step starts."""
 
-    serve_port: int = field(default=0, metadata={"help": "loopback port for the local endpoint (0: pick a free one)"})
+    serve_port: int = field(
+        default=0, metadata={"help": "loopback port for the local endpoint (0: the endpoint's own, else a free one)"}
+    )
     deploy_target: str = field(
         default="local",
         metadata={

@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from bertops.errors import BertopsError
+from bertops.private_state import private_dir, write_private
 
 
 @dataclass
@@ -41,6 +42,11 @@ class Endpoint:
     def v2_infer_url(self) -> str:
         return f"{self.url}/v2/models/{self.name}/infer"
 
+    @property
+    def port(self) -> int:
+        """The TCP port of ``url``."""
+        return int(self.url.rsplit(":", 1)[1])
+
     def is_ready(self, timeout: float = 2.0) -> bool:
         """True when the server answers that the model is ready."""
         try:
@@ -53,13 +59,15 @@ def endpoints_dir(state_dir: str | Path) -> Path:
     return Path(state_dir).resolve() / "endpoints"
 
 
+def created_endpoints_dir(state_dir: str | Path) -> Path:
+    """``endpoints_dir``, created owner-only (``bertops.private_state``) if it is missing."""
+    return private_dir(endpoints_dir(state_dir), Path(state_dir).resolve())
+
+
 def save(endpoint: Endpoint, state_dir: str | Path) -> None:
-    """Write (or replace) an endpoint's record."""
-    folder = endpoints_dir(state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{endpoint.name}.json.tmp"
-    tmp.write_text(json.dumps(asdict(endpoint), indent=2), encoding="utf-8")
-    tmp.replace(folder / f"{endpoint.name}.json")
+    """Write (or replace) an endpoint's record, readable by its owner only."""
+    folder = created_endpoints_dir(state_dir)
+    write_private(folder / f"{endpoint.name}.json", json.dumps(asdict(endpoint), indent=2), state_dir)
 
 
 def list_endpoints(state_dir: str | Path) -> list[Endpoint]:
@@ -134,6 +142,15 @@ def serves(endpoint: Endpoint) -> bool:
     except OSError:
         return False
     return b"serving.server" in argv and endpoint.model_dir.encode() in argv and pid_alive(endpoint.pid)
+
+
+def running(endpoint: Endpoint) -> bool:
+    """True while the endpoint's own server (its process or container) still runs."""
+    if endpoint.container:
+        from bertops.containers import container_running
+
+        return container_running(endpoint.container)
+    return serves(endpoint)
 
 
 def delete(name: str, state_dir: str | Path) -> Endpoint:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from bertops.env import apply_env_defaults
 from bertops.errors import BertopsError
+from bertops.private_state import private_dir, private_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,7 +41,11 @@ def open_client(tracking_uri: str, state_dir: str | Path) -> MlflowClient:
 
     uri = resolve_tracking_uri(tracking_uri, state_dir)
     if uri.startswith("sqlite:///"):
-        registry_dir(state_dir).mkdir(parents=True, exist_ok=True)
+        private_dir(registry_dir(state_dir), state_dir)
+        database = Path(uri.removeprefix("sqlite:///"))
+        if database.parent.is_dir():
+            # Created owner-only before sqlite opens it (sqlite gives its journals the same mode).
+            private_file(database, state_dir)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

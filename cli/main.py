@@ -9,6 +9,7 @@ import sys
 from bertops import config as cfg
 from bertops.env import configure_process
 from bertops.errors import BertopsError
+from bertops.redact import redact_credentials
 from cli import data, endpoints, kubeflow, models, run
 
 
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except BertopsError as exc:
-        print(f"bertops: error: {exc}", file=sys.stderr)
+        # A tracking URI with its token can be part of a message (an MLflow error names the URI).
+        print(f"bertops: error: {redact_credentials(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bertops: interrupted", file=sys.stderr)

@@ -56,7 +56,13 @@ def _follow_locally(name: str, version: str, state: str, uri: str) -> None:
         from components.deploy.deploy import deploy_local
 
         served = deploy_local(name, version, state, uri)
-    print(f"endpoint {name} now serves version {version} at {served.url}")
+    same = (
+        " (same URL; the new server took the port over as soon as the old one let go of it, "
+        "refusing connections only in that moment)"
+        if served.url == current.url
+        else ""
+    )
+    print(f"endpoint {name} now serves version {version} at {served.url}{same}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:

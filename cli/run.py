@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertops import config as cfg
+from bertops.redact import redact_credentials
 from cli import git
 from cli.endpoints import predict_v1
 
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg.validate_settings(config)
 
     from bertops import dvc_data
+    from bertops.private_state import private_dir
     from bertops.registry import open_client, version_metrics
     from pipelines.run_local import run_local
 
@@ -64,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     if default_data and not config.data.data_remote and not dvc_data.is_clean(root):
         log.info("data: %s", dvc_data.pull(root))
     log.info("running the pipeline on the embedded runtime (kfp.local, %s runner)", args.runner)
+    # Private from the start: the run log and the artifacts land in it before the registry opens.
+    private_dir(config.registry.state_dir, config.registry.state_dir)
     result = run_local(config, git_commit=git.commit(root), verbose=args.verbose, runner=args.runner)
     name, state = config.registry.model_name, config.registry.state_dir
     client = open_client(config.registry.tracking_uri, state)
@@ -85,6 +89,7 @@ def summary(
 
     name, state = config.registry.model_name, config.registry.state_dir
     promoted = tags.get("promoted") == "true"
+    registry = redact_credentials(config.registry.tracking_uri) or f"local registry in {state}"
     lines = [
         "",
         "bertops run: summary",
@@ -93,7 +98,7 @@ def summary(
         f"  winner            candidate {result.winner!r} of {len(config.to_arguments()['candidates'])}",
         f"  test accuracy     {metrics['test_accuracy']:.4f} (macro F1 {metrics['test_macro_f1']:.4f}, "
         f"ECE {metrics['test_ece']:.4f}, {metrics['batch_latency_ms']:.0f} ms per batch of 32)",
-        f"  registered        {name} version {result.version} ({config.registry.tracking_uri or 'local registry in ' + state})",
+        f"  registered        {name} version {result.version} ({registry})",
         f"  promotion         {'champion' if promoted else 'not promoted'}: {tags.get('gate_reason', '')}",
     ]
     endpoint = next((e for e in endpoints.list_endpoints(state) if e.name == name), None)

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from bertops.config import PipelineConfig
 from bertops.errors import BertopsError
+from bertops.redact import redact_credentials
 from bertops.step import ERROR_FILE_ENV
 from pipelines import run_records
 from pipelines.task_group import tasks_die_with_this_process
@@ -57,17 +58,22 @@ _NOISE = (
 
 class _StepLogFilter(io.TextIOBase):
     """Everything the tasks print goes to the run's log file; the terminal gets the steps' own
-    log lines (progress, results, errors) without the executor's JSON dumps."""
+    log lines (progress, results, errors) without the executor's JSON dumps.
+
+    Both get whole lines with the credentials of URLs masked (``bertops.redact``): the executor
+    prints every task input, a tracking URI with a token among them. A line is written once its
+    newline arrives, so a URL split over two writes is still masked.
+    """
 
     def __init__(self, log: TextIO, terminal: TextIO, verbose: bool):
         self._log, self._terminal, self._verbose = log, terminal, verbose
         self._buffer = ""
 
     def write(self, text: str) -> int:
-        self._log.write(text)
         self._buffer += text
         *lines, self._buffer = self._buffer.split("\n")
-        for line in lines:
+        for line in map(redact_credentials, lines):
+            self._log.write(line + "\n")
             step_line = "[KFP Executor" in line or "Executing task" in line or "finished with status" in line
             if self._verbose or (step_line and not any(n in line for n in _NOISE)):
                 self._terminal.write(line + "\n")

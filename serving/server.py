@@ -1,9 +1,11 @@
 """Start a KServe ModelServer for one fine-tuned model: ``python -m serving.server --model-dir DIR``.
 
 Binds 127.0.0.1 by default. KServe 0.21's REST server hard-codes ``0.0.0.0``, so the class the
-ModelServer instantiates is swapped for one that binds the host asked for and adds the
-server's own middleware (body limit, metrics, access log; ``serving.http``). Every
-``ServingConfig`` field is a flag (``--max-batch-size``, ``--backend`` ...; see ``--help``).
+ModelServer instantiates is swapped for one that serves the socket this module bound itself
+(``serving.listener``: the host asked for, bound before the model loads and listening once it
+is loaded, port 0 allowed and reported in ``--status-file``) and adds the server's own middleware (body limit, metrics,
+access log; ``serving.http``). Every ``ServingConfig`` field is a flag (``--max-batch-size``,
+``--backend`` ...; see ``--help``).
 
 On SIGTERM the server stops accepting connections, lets in-flight and queued requests finish
 (up to ``--grace-period-s``; those still running then answer 503), then exits. Headers, slow
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import socket
 import sys
-from typing import Any
 
 from bertops.env import configure_process
 from serving import config as serving_config
 from serving.config import ServingConfig
+from serving.listener import WAITING, bind_early, bind_when_free, start_listening, write_status
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -30,7 +33,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", required=True, help="save_pretrained directory of the model")
     parser.add_argument("--model-name", required=True, help="name in /v1/models/NAME and /v2/models/NAME")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 inside a pod)")
-    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--http-port", type=int, default=8080, help="0: a free port the kernel picks")
+    parser.add_argument(
+        "--status-file", default="", help="JSON file where the server reports its pid, state and the port it bound"
+    )
+    parser.add_argument(
+        "--port-wait-s",
+        type=float,
+        default=0.0,
+        help="when the port is in use: load the model, then wait this long for it (a predecessor that is stopping)",
+    )
     serving_config.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -42,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def rest_server_class(host: str, config: ServingConfig) -> type:
-    """KServe's ``RESTServer``, bound to ``host``, with the server's connection limits and middleware."""
+def rest_server_class(listener: socket.socket, config: ServingConfig) -> type:
+    """KServe's ``RESTServer``, serving the already bound ``listener``, with the server's middleware on its app."""
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
 
@@ -53,7 +65,6 @@ def rest_server_class(host: str, config: ServingConfig) -> type:
     class BertopsRESTServer(RESTServer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.config.host = host
             # uvicorn resolves the protocol when it starts: httptools' parser with our bounds.
             self.config.http = limits.guarded_protocol(config)
             self.config.timeout_keep_alive = config.idle_timeout_s
@@ -63,6 +74,11 @@ def rest_server_class(host: str, config: ServingConfig) -> type:
             # First, so that it runs inside the access log's middleware, which records its answers.
             limits.install(model_server.app)
             install(model_server.app, config.max_body_bytes, config.repository_api)
+
+        async def start(self) -> None:
+            # RESTServer.start without sockets would have uvicorn bind a socket of its own.
+            self.create_application()
+            await self._server.serve(sockets=[listener])
 
     return BertopsRESTServer
 
@@ -77,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_process()
     configure_logging(config.log_format)
+    listener = bind_early(args.host, args.http_port, args.port_wait_s)
 
     from kserve import ModelServer
     from kserve import model_server as kserve_model_server
@@ -85,10 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     from serving.kserve_model import TextClassifierModel
     from serving.predictor import TextClassifierPredictor
 
-    kserve_model_server.RESTServer = rest_server_class(args.host, config)
     model = TextClassifierModel(args.model_name, TextClassifierPredictor(args.model_dir, config), config)
     # Ready only after a warm-up batch; KServe serves only models that are ready when it starts.
     model.load()
+    if listener is None:
+        write_status(args.status_file, WAITING)
+        listener = bind_when_free(args.host, args.http_port, args.port_wait_s)
+    start_listening(listener, args.host, args.status_file)
+    kserve_model_server.RESTServer = rest_server_class(listener, config)
     server = ModelServer(
         http_port=args.http_port,
         enable_grpc=False,
