@@ -30,8 +30,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(model_dir: Path, name: str, port: int, log_file: Path) -> subprocess.Popen[bytes]:
-    """Start ``serving.server`` detached from this process (own session, output to ``log_file``)."""
+def start_server(model_dir: Path, name: str, port: int, log_file: Path, version: str = "") -> subprocess.Popen[bytes]:
+    """Start ``serving.server`` for registry ``version`` detached from this process (own session, output to ``log_file``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
         return subprocess.Popen(
@@ -47,6 +47,8 @@ def start_server(model_dir: Path, name: str, port: int, log_file: Path) -> subpr
                 LOOPBACK,
                 "--http-port",
                 str(port),
+                "--model-version",
+                version,
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -89,7 +91,7 @@ def deploy_local(
         previous = None
     port = port or free_port()
     log_file = endpoints.endpoints_dir(state_dir) / f"{model_name}.v{version}.log"
-    process = start_server(model_dir, model_name, port, log_file)
+    process = start_server(model_dir, model_name, port, log_file, version)
     endpoint = Endpoint(
         name=model_name,
         url=f"http://{LOOPBACK}:{port}",
