@@ -201,3 +201,13 @@ def test_the_openapi_document_has_the_v1_and_v2_routes(served: str) -> None:
     paths = requests.get(f"{served}/openapi.json", timeout=10).json()["paths"]
     assert {"/v1/models/{model_name}:predict", "/v2/models/{model_name}/infer", "/v2/models/{model_name}"} <= set(paths)
     assert "/v2/models/{model_name}/versions/{model_version}/ready" in paths
+
+
+def test_the_docker_target_passes_the_version_as_the_cluster_does() -> None:
+    """``bertops run --runner docker`` starts the ServingRuntime's own command; the version goes in it."""
+    from components.deploy.deploy_docker import runtime_command
+    from serving.server import parse_args
+
+    command = runtime_command(NAME, 8080, VERSION)
+    assert command[:3] == ["python", "-m", "serving.server"]
+    assert parse_args(command[3:]).config.model_version == VERSION
