@@ -64,8 +64,12 @@ SECRETS = (DVC_SECRET, ARTIFACT_SECRET)
 
 DEPLOY_ROLE = RoleSpec(
     "bertops-inferenceservice-manager",
-    (("serving.kserve.io", "inferenceservices", ("get", "list", "watch", "create", "patch", "delete")),),
-    "the deploy step applies, watches and rolls back InferenceServices",
+    (
+        ("serving.kserve.io", "inferenceservices", ("get", "list", "watch", "create", "patch", "delete")),
+        ("coordination.k8s.io", "leases", ("get", "create", "update")),
+    ),
+    "the deploy step applies, watches and rolls back InferenceServices; register and deploy take the "
+    "model's Lease (one run at a time moves the champion and changes the InferenceService)",
 )
 TRAINING_ROLE = RoleSpec(
     "bertops-training-job-manager",

@@ -72,10 +72,14 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.action == "show":
         print(models.show_version(name, args.version, state, uri))
         return
-    version = _change_champion(args)
-    print(f"{name}: champion is now version {version}")
-    if args.deploy_target == "local":
-        _follow_locally(name, version, state, uri)
+    from bertops.champion_lock import champion_lock
+
+    # One critical section, as a run's register and deploy: the champion and what serves it change together.
+    with champion_lock(name, state, f"models {args.action} {name}", args.deploy_target, args.namespace):
+        version = _change_champion(args)
+        print(f"{name}: champion is now version {version}")
+        if args.deploy_target == "local":
+            _follow_locally(name, version, state, uri)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], state: argparse.ArgumentParser) -> None:

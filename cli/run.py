@@ -52,10 +52,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     metrics = version_metrics(client, name, result.version)
     tags: dict[str, str] = client.get_model_version(name, result.version).tags
     if tags.get("promoted") == "true" and config.serve.deploy_target == "docker":
-        from components.deploy.deploy_docker import deploy_docker
+        from components.deploy.champion_deploy import deploy_docker_champion
 
         log.info("serving version %s from the serving image", result.version)
-        deploy_docker(name, result.version, state, config.registry.tracking_uri)
+        deploy_docker_champion(name, result.version, state, config.registry.tracking_uri)
     print(summary(config, result, metrics, tags, (time.perf_counter() - started) / 60))
 
 

@@ -60,7 +60,42 @@ class ServingConfig:
         default=100_000, metadata={"help": "longest text accepted, in characters (longer: 400)"}
     )
     max_body_bytes: int = field(default=4 * 1024 * 1024, metadata={"help": "largest request body (larger: 413)"})
-    grace_period_s: int = field(default=30, metadata={"help": "seconds in-flight requests get to finish after SIGTERM"})
+    max_queued_texts: int = field(
+        default=256,
+        metadata={
+            "help": "most texts accepted and not yet answered (waiting or running); a request that would pass "
+            "it answers 503 with Retry-After at once"
+        },
+    )
+    max_header_bytes: int = field(
+        default=64 * 1024,
+        metadata={"help": "largest request line and headers, in bytes (larger: 431, connection closed)"},
+    )
+    header_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "seconds a request's line and headers may take to arrive, from its first byte or the "
+            "connection's opening (later: 408, connection closed)"
+        },
+    )
+    body_timeout_s: float = field(
+        default=60.0,
+        metadata={"help": "seconds a request's body may take to arrive after its headers (later: 408, closed)"},
+    )
+    idle_timeout_s: float = field(
+        default=65.0,
+        metadata={
+            "help": "seconds an idle keep-alive connection stays open (KServe's default; longer than the "
+            "60 s idle timeout of common load balancers, so they close first)"
+        },
+    )
+    grace_period_s: int = field(
+        default=30,
+        metadata={
+            "help": "seconds in-flight and queued requests get to finish after SIGTERM (those still running "
+            "then answer 503)"
+        },
+    )
     log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})
     repository_api: bool = field(
         default=False,
@@ -89,6 +124,11 @@ class ServingConfig:
             zero_ok = f.name in ("max_wait_ms", "threads")
             if value < 0 or (value == 0 and not zero_ok):
                 raise ValueError(f"{f.name} must be {'>= 0' if zero_ok else '> 0'}; got {value!r}")
+        if self.max_queued_texts < self.max_instances:
+            # Else a request of --max-instances texts could never be accepted.
+            raise ValueError(
+                f"max_queued_texts ({self.max_queued_texts}) must be >= max_instances ({self.max_instances})"
+            )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

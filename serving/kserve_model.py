@@ -41,7 +41,11 @@ class TextClassifierModel(Model):
             max_wait_s=config.max_wait_ms / 1000,
             size=len,
             on_batch=metrics.BATCH_SIZE.observe,
+            # Past the bound a request answers 503 at once (serving.limits) instead of waiting.
+            max_queued=config.max_queued_texts,
+            on_drop=metrics.DROPPED_TEXTS.inc,
         )
+        metrics.QUEUED_TEXTS.set_function(lambda: self.batcher.queued)
 
     @property
     def platform(self) -> str:

@@ -20,6 +20,16 @@ LATENCY = Histogram(
 IN_FLIGHT = Gauge("bertops_requests_in_flight", "Inference requests being handled")
 BATCH_SIZE = Histogram("bertops_batch_size", "Texts per dispatched batch", buckets=BATCH_BUCKETS)
 FORWARD_SECONDS = Histogram("bertops_batch_seconds", "Model time per dispatched batch", buckets=LATENCY_BUCKETS)
+QUEUED_TEXTS = Gauge("bertops_queued_texts", "Texts accepted and not yet answered, waiting or running")
+QUEUE_FULL = Counter("bertops_queue_full", "Inference requests refused with 503 because the queue bound was reached")
+DROPPED_TEXTS = Counter(
+    "bertops_dropped_texts", "Queued texts removed unrun because their request ended (its client left, mostly)"
+)
+CONNECTIONS_CUT = Counter(
+    "bertops_connections_cut",
+    "Connections the server closed: header_too_large (431), header_timeout, body_timeout (408)",
+    ["reason"],
+)
 
 # HTTP status -> reason label of ERRORS.
 ERROR_REASONS = {
@@ -28,6 +38,8 @@ ERROR_REASONS = {
     413: "body_too_large",
     422: "unprocessable",
     499: "client_closed",
+    # Queue full, shutting down or a model not ready: the server's state, not a fault.
+    503: "unavailable",
 }
 
 

@@ -5,8 +5,9 @@ ModelServer instantiates is swapped for one that binds the host asked for and ad
 server's own middleware (body limit, metrics, access log; ``serving.http``). Every
 ``ServingConfig`` field is a flag (``--max-batch-size``, ``--backend`` ...; see ``--help``).
 
-On SIGTERM the server stops accepting connections, lets in-flight requests finish (up to
-``--grace-period-s``), then exits.
+On SIGTERM the server stops accepting connections, lets in-flight and queued requests finish
+(up to ``--grace-period-s``; those still running then answer 503), then exits. Headers, slow
+clients and the queue are bounded (``serving.limits``).
 """
 
 from __future__ import annotations
@@ -42,19 +43,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def rest_server_class(host: str, config: ServingConfig) -> type:
-    """KServe's ``RESTServer``, bound to ``host``, with the server's middleware on its app."""
+    """KServe's ``RESTServer``, bound to ``host``, with the server's connection limits and middleware."""
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
 
+    from serving import limits
     from serving.http import install
 
     class BertopsRESTServer(RESTServer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.config.host = host
+            # uvicorn resolves the protocol when it starts: httptools' parser with our bounds.
+            self.config.http = limits.guarded_protocol(config)
+            self.config.timeout_keep_alive = config.idle_timeout_s
 
         def create_application(self) -> None:
             super().create_application()
+            # First, so that it runs inside the access log's middleware, which records its answers.
+            limits.install(model_server.app)
             install(model_server.app, config.max_body_bytes, config.repository_api, config.model_version)
 
     return BertopsRESTServer

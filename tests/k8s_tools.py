@@ -166,9 +166,16 @@ def helm(*args: str | Path, values: dict[str, Any] | None = None) -> str:
     return _run([helm_binary(), *args, *extra], stdin=yaml.safe_dump(values) if values is not None else None)
 
 
-def render_helm(chart: Path, namespace: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """``helm template``: the objects a ``helm install`` with ``values`` would create."""
-    return load_documents(helm("template", "bertops", chart, "--namespace", namespace, values=values))
+def render_helm(
+    chart: Path, namespace: str, values: dict[str, Any] | None = None, api_versions: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """``helm template``: the objects a ``helm install`` with ``values`` would create.
+
+    ``api_versions`` are the API groups/versions the cluster serves beyond Kubernetes' own (what
+    ``.Capabilities.APIVersions.Has`` sees at install, e.g. ``security.istio.io/v1`` with Istio).
+    """
+    extra = [arg for version in api_versions for arg in ("--api-versions", version)]
+    return load_documents(helm("template", "bertops", chart, "--namespace", namespace, *extra, values=values))
 
 
 def crd_json_schema(node: Any) -> Any:
@@ -190,6 +197,10 @@ def crd_json_schema(node: Any) -> Any:
     return schema
 
 
+# Istio's security.istio.io CRDs (AuthorizationPolicy, RequestAuthentication), vendored with their source.
+ISTIO_SECURITY_CRDS = Path(__file__).resolve().parent / "upstream" / "istio-1.28.0-security-crds.yaml"
+
+
 def kserve_crd_dir() -> Path:
     """The KServe CRDs to check against: ``$BERTOPS_KSERVE_CRDS``, else ``shared/kserve-crds`` beside the checkout."""
     crd_dir = Path(os.environ.get(KSERVE_CRDS_ENV) or Path(__file__).resolve().parents[2] / "shared" / "kserve-crds")
@@ -198,19 +209,30 @@ def kserve_crd_dir() -> Path:
     return crd_dir
 
 
+# Every object has these at its root; a CRD's schema need not list them (Istio's do not).
+OBJECT_ROOT = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+
+
 @functools.cache
-def load_crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(apiVersion, kind): JSON Schema}`` for every served version of the CRDs in ``crd_dir``."""
+def load_crd_schemas(crd_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(apiVersion, kind): JSON Schema}`` for every served version of the CRDs in ``crd_path``.
+
+    ``crd_path`` is a directory of CRD files or one file; a file may hold several CRDs.
+    """
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(crd_dir.glob("*.yaml")):
-        crd = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for version in crd["spec"]["versions"]:
-            if version.get("served"):
-                schema = crd_json_schema(version["schema"]["openAPIV3Schema"])
-                schemas[(f"{group}/{version['name']}", kind)] = schema
+    paths = sorted(crd_path.glob("*.yaml")) if crd_path.is_dir() else [crd_path]
+    for path in paths:
+        for crd in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if version.get("served"):
+                    schema = crd_json_schema(version["schema"]["openAPIV3Schema"])
+                    schema["properties"] = {**OBJECT_ROOT, **schema.get("properties", {})}
+                    schemas[(f"{group}/{version['name']}", kind)] = schema
     if not schemas:
-        raise BertopsError(f"no CustomResourceDefinitions found in {crd_dir}")
+        raise BertopsError(f"no CustomResourceDefinitions found in {crd_path}")
     return schemas
 
 

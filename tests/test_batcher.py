@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from serving.batcher import AdaptiveBatcher
+from serving.batcher import AdaptiveBatcher, QueueFull
 
 # Long enough that a test passing proves the batcher did not wait for its deadline.
 FOREVER = 3600.0
@@ -220,3 +220,88 @@ def test_invalid_limits_are_refused() -> None:
 
     with pytest.raises(ValueError, match="max_batch_size"):
         AdaptiveBatcher(process, max_batch_size=0, max_wait_s=0.0)
+
+
+def test_a_small_request_behind_large_ones_gets_its_turn() -> None:
+    # Two requests of six items queue behind a running batch, then one of a single item. Taking
+    # turns, the small one runs in the second batch from now, not after all twelve items.
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(recorder, max_batch_size=1, max_wait_s=FOREVER)
+        first = await held_first_batch(batcher, recorder)
+        large = [asyncio.create_task(batcher.submit(list(range(k, k + 6)))) for k in (10, 20)]
+        await settle()
+        small = asyncio.create_task(batcher.submit([99]))
+        await settle()
+        recorder.hold.set()
+        await first
+        assert await small == [198]
+        assert [await t for t in large] == [[2 * i for i in range(k, k + 6)] for k in (10, 20)]
+        assert recorder.batches[:4] == [[0], [10], [20], [99]]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_every_waiting_request_gets_a_share_of_a_full_batch() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(recorder, max_batch_size=4, max_wait_s=FOREVER)
+        first = await held_first_batch(batcher, recorder)
+        large = [asyncio.create_task(batcher.submit(list(range(k, k + 8)))) for k in (10, 20)]
+        small = asyncio.create_task(batcher.submit([99]))
+        await settle()
+        recorder.hold.set()
+        await first
+        await asyncio.gather(small, *large)
+        # One item each (four slots, three requests), then the leader's next one fills the batch.
+        assert recorder.batches[1] == [10, 20, 99, 11]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_a_full_queue_refuses_a_request_at_once_and_queues_nothing_of_it() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(
+            recorder, max_batch_size=2, max_wait_s=FOREVER, max_queued=4
+        )
+        first = await held_first_batch(batcher, recorder)
+        queued = asyncio.create_task(batcher.submit([1, 2]))
+        await settle()
+        assert batcher.queued == 3
+        with pytest.raises(QueueFull, match="3 texts are queued, 2 more would pass the bound of 4") as refused:
+            await batcher.submit([3, 4])
+        assert (refused.value.queued, refused.value.requested, refused.value.limit) == (3, 2, 4)
+        # One more fits exactly.
+        fits = asyncio.create_task(batcher.submit([5]))
+        await settle()
+        recorder.hold.set()
+        assert await first == [0] and await queued == [2, 4] and await fits == [10]
+        assert 3 not in {i for b in recorder.batches for i in b}
+        assert batcher.queued == 0
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_the_items_of_a_request_that_ends_early_are_dropped_and_counted() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        dropped: list[int] = []
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(
+            recorder, max_batch_size=2, max_wait_s=FOREVER, on_drop=dropped.append
+        )
+        first = await held_first_batch(batcher, recorder)
+        gone = asyncio.create_task(batcher.submit([1, 2, 3, 4, 5]))
+        await settle()
+        gone.cancel()
+        await settle()
+        recorder.hold.set()
+        await first
+        # None of its five items ran; the running batch's own item is not counted.
+        assert dropped == [5] and recorder.batches == [[0]] and batcher.queued == 0
+        await batcher.close()
+
+    run(scenario())

@@ -36,6 +36,10 @@ NAMES = (
     | {
         "bertops-text-classifier",  # the ServingRuntime and its model format
         "bertops-predictor-ingress",  # the NetworkPolicy
+        "bertops-predictor-allow-callers",  # the Istio policies and their token audience
+        "bertops-predictor-deny-others",
+        "bertops-predictor-service-account-tokens",
+        "bertops-inference",
         "bertops-cpu",  # the images
         "bertops-cuda",
         "bertops-workspace",  # the example PVC

@@ -910,6 +910,17 @@ def kubeconfig(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, transport: Record
     monkeypatch.setattr(urllib3, "PoolManager", lambda *args, **kwargs: transport)
 
 
+LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+# The model's Lease (bertops.lease): not there yet, created, released.
+TAKE_LEASE = [("GET", f"{LEASES}/bertops-{NAME}"), ("POST", LEASES)]
+RELEASE_LEASE = ("PUT", f"{LEASES}/bertops-{NAME}")
+_LEASE = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}
+LEASE_ANSWERS = {
+    "POST": [(201, _LEASE | {"metadata": {"name": f"bertops-{NAME}", "namespace": NAMESPACE, "resourceVersion": "1"}})],
+    "PUT": [(200, _LEASE | {"metadata": {"name": f"bertops-{NAME}", "namespace": NAMESPACE, "resourceVersion": "2"}})],
+}
+
+
 def live_version_2() -> dict[str, Any]:
     """The InferenceService as the pipeline left it: version 2 as a 20 % canary, in Knative mode."""
     config = cluster_deploy_config(NAMESPACE, "Serverless", 0, RESOURCES, 20)
@@ -930,15 +941,17 @@ def test_cluster_rollback_redeploys_the_previous_champion(
     live = live_version_2()
     transport = RecordedTransport(
         {
-            "GET": [(200, live), (200, stored(live, 4, ready_status(3)))],
+            "GET": [NOT_FOUND, (200, live), (200, stored(live, 4, ready_status(3)))],
             "PATCH": [(200, stored(live, 4, ready_status(2)))],
+            **LEASE_ANSWERS,
         }
     )
     kubeconfig(tmp_path, monkeypatch, transport)
     argv = ["models", "rollback", "--deploy-target", "cluster", "--namespace", NAMESPACE, "--state-dir", state]
     assert main([*argv, "--model-name", NAME]) == 0
-    assert transport.calls() == [("GET", PATH), ("PATCH", PATH), ("GET", PATH)]
-    apply = transport.requests[1]
+    # Under the model's Lease, as a run's register and deploy: one change of what serves at a time.
+    assert transport.calls() == [*TAKE_LEASE, ("GET", PATH), ("PATCH", PATH), ("GET", PATH), RELEASE_LEASE]
+    apply = transport.requests[3]
     assert apply.headers["authorization"] == "Bearer t0ken"
     assert_is_apply(apply, crd_schemas)
     predictor = apply.body["spec"]["predictor"]
@@ -969,14 +982,15 @@ def test_a_failed_cluster_rollback_leaves_the_champion_where_it_serves(
     live = live_version_2()
     transport = RecordedTransport(
         {
-            "GET": [(200, live), (200, stored(live, 4, failed_load_status(3)))],
+            "GET": [NOT_FOUND, (200, live), (200, stored(live, 4, failed_load_status(3)))],
             "PATCH": [(200, stored(live, 4, ready_status(2))), (200, stored(live, 5, ready_status(2)))],
+            **LEASE_ANSWERS,
         }
     )
     kubeconfig(tmp_path, monkeypatch, transport)
     argv = ["models", "rollback", "--deploy-target", "cluster", "--state-dir", state, "--model-name", NAME]
     assert main([*argv, "--namespace", NAMESPACE]) == 2
-    assert [m for m, _ in transport.calls()] == ["GET", "PATCH", "GET", "PATCH"]
-    assert transport.requests[-1].body == restorable(live)
+    assert [m for m, _ in transport.calls()] == ["GET", "POST", "GET", "PATCH", "GET", "PATCH", "PUT"]
+    assert transport.requests[-2].body == restorable(live)
     assert champion(NAME, state) == "2"
     assert "cannot load the model" in capsys.readouterr().err

@@ -98,16 +98,29 @@ def test_storage_secret_is_referenced_by_name_never_committed(rendered: dict) ->
 
 
 def test_network_policy_admits_only_the_ingress_path(rendered: dict) -> None:
+    """The ingress gateways' pods and knative-serving; not every pod of istio-system, nor of the namespace."""
     policy = one(rendered["gpu"], "NetworkPolicy")["spec"]
     assert policy["podSelector"] == {
         "matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}]
     }
     assert policy["policyTypes"] == ["Ingress"]
     (rule,) = policy["ingress"]
-    allowed = [
-        p["namespaceSelector"]["matchExpressions"][0]["values"] for p in rule["from"] if "namespaceSelector" in p
-    ]
-    assert allowed == [["istio-system", "knative-serving"]]
+    gateways, namespaces = rule["from"]
+    assert gateways == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
+        "podSelector": {
+            "matchExpressions": [
+                {"key": "istio", "operator": "In", "values": ["ingressgateway", "cluster-local-gateway"]}
+            ]
+        },
+    }
+    assert namespaces == {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["knative-serving"]}
+            ]
+        }
+    }
 
 
 def test_checkov_finds_no_failed_checks() -> None:

@@ -232,3 +232,41 @@ def test_roles_are_bound_to_the_run_account_in_their_own_namespace(
     accounts = [o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"]
     assert accounts == [cluster.SERVING_SERVICE_ACCOUNT]
     assert {o["metadata"]["namespace"] for o in objects} == {namespace}
+
+
+# The verb RBAC checks for each HTTP method of a request on one named object or a collection.
+VERB_OF = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def requested(path: str, method: str) -> tuple[str, str, str]:
+    """``(apiGroup, resource, verb)`` that the API server authorizes for a request on ``path``."""
+    parts = path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    assert rest[0] == "namespaces", path
+    return group, rest[2], VERB_OF[method]
+
+
+def lease_requests() -> list[tuple[str, str, str]]:
+    """What the Lease of bertops/lease.py asks the API server: create a missing one, take over an
+    expired one (a replace), release (a replace); recorded from the kubernetes client's requests."""
+    from support import RecordedTransport, client_with
+
+    from bertops.lease import lease_lock
+
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l", "resourceVersion": "1"}}
+    expired = lease | {"spec": {"holderIdentity": "dead", "renewTime": "2020-01-01T00:00:00.000000Z"}}
+    seen = []
+    for first in ((404, {"kind": "Status", "code": 404}), (200, expired)):
+        transport = RecordedTransport({"GET": [first], "POST": [(201, lease)], "PUT": [(200, lease)]})
+        with lease_lock(client_with(transport), cluster.PROFILE_NAMESPACE, "l", "test", 60, 5, 0):
+            pass
+        seen += [requested(r.path, r.method) for r in transport.requests]
+    return seen
+
+
+def test_the_run_account_may_take_and_give_back_the_models_lease() -> None:
+    """Register and deploy serialize on a Lease: the Role grants every call bertops/lease.py makes."""
+    calls = set(lease_requests())
+    assert calls == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+    for call in calls:
+        assert allows(cluster.role_rules(cluster.DEPLOY_ROLE), *call), call

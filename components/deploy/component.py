@@ -21,7 +21,8 @@ def deploy(
     pipeline_run: str,
     git_commit: str,
 ) -> str:
-    """Serve ``version`` and return the endpoint URL.
+    """Serve ``version`` and return the endpoint URL; "" when it is no longer the champion (checked
+    under the model's lock with the switch itself: see ``bertops.champion_lock``).
 
     ``local``: start (or replace) a KServe model server on 127.0.0.1. ``docker``: nothing here,
     since steps get no container engine; ``bertops run`` starts the serving container after the
@@ -29,15 +30,21 @@ def deploy(
     ``serving_gpus``, ``serving_resources``, labelled with the version, ``pipeline_run`` and
     ``git_commit``) with server-side apply, wait for Ready, roll back if it never gets there.
     """
+    from bertops.champion_lock import champion_lock
     from bertops.config import in_pod
     from bertops.errors import BertopsError
     from bertops.step import step
+    from components.deploy.champion_deploy import deploy_if_champion
 
     with step("deploy"):
+        what = f"deploy {model_name} v{version} for run {pipeline_run}"
         if deploy_target == "local":
             from components.deploy.deploy import deploy_local
 
-            return deploy_local(model_name, version, state_dir, tracking_uri, serve_port).url
+            return deploy_if_champion(
+                model_name, version, state_dir, tracking_uri, champion_lock(model_name, state_dir, what),
+                lambda: deploy_local(model_name, version, state_dir, tracking_uri, serve_port).url,
+            )  # fmt: skip
         if deploy_target == "docker":
             if in_pod():
                 raise BertopsError(
@@ -51,7 +58,10 @@ def deploy(
             config = cluster_deploy_config(
                 namespace, deployment_mode, serving_gpus, serving_resources, canary_traffic_percent
             )
-            return deploy_registered_version(
-                model_name, version, state_dir, tracking_uri, config, pipeline_run=pipeline_run, git_commit=git_commit
-            ).url
+            return deploy_if_champion(
+                model_name, version, state_dir, tracking_uri, champion_lock(model_name, state_dir, what, "cluster", namespace),
+                lambda: deploy_registered_version(
+                    model_name, version, state_dir, tracking_uri, config, pipeline_run=pipeline_run, git_commit=git_commit
+                ).url,
+            )  # fmt: skip
         raise BertopsError(f"deploy_target must be 'local', 'docker' or 'cluster', got {deploy_target!r}")

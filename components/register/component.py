@@ -19,17 +19,22 @@ def register(
     tracking_uri: str,
     git_commit: str,
     pipeline_run: str,
+    deploy_target: str,
+    namespace: str,
     model_card: Output[Markdown],
 ) -> str:
     """Register the winner with its metrics, parameters, lineage and the reasons it was chosen;
-    returns the new version. The ``champion`` alias moves to it only if the gate said so."""
+    returns the new version. The ``champion`` alias moves to it only if the gate said so and the
+    champion is still the one the gate compared against (under the model's lock: a Lease in
+    ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file)."""
     import json
     from pathlib import Path
 
     from bertops.artifacts import training_record
+    from bertops.champion_lock import champion_lock
     from bertops.evaluation import load_evaluation
     from bertops.step import step
-    from components.register.register import Submission, register_model
+    from components.register.register import GATE_DECISION, GATE_REASON_TAG, Submission, register_model
 
     with step("register"):
         metrics = load_evaluation(Path(evaluation.path)).flat()
@@ -46,13 +51,17 @@ def register(
         gate = json.loads(Path(decision.path).read_text(encoding="utf-8"))
         decisions = {
             "Candidate selection": f"{evaluation.metadata.get('reason', '')}\n\n{evaluation.metadata.get('table', '')}",
-            "Promotion gate": f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
+            GATE_DECISION: f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
         }
-        reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), "gate_reason": str(gate["reason"])}
+        reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
         submission = Submission(
             Path(model.path), model_name, metrics, params, lineage, decisions, reasons,
             files={"evaluation.json": Path(evaluation.path)},
         )  # fmt: skip
-        result = register_model(submission, promote, state_dir, tracking_uri)
+        what = f"register {model_name} for run {pipeline_run}"
+        lock = champion_lock(model_name, state_dir, what, deploy_target, namespace) if promote else None
+        # The gate's champion ('' for none): the alias moves only if it still holds it.
+        expected = str(gate["champion_version"])
+        result = register_model(submission, promote, state_dir, tracking_uri, expected, lock)
         Path(model_card.path).write_text(result.card, encoding="utf-8")
         return result.version

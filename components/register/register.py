@@ -3,21 +3,30 @@
 Registration is ordered so that a crash at any point leaves no half-registered version:
 the run and its artifacts are written first, and the model version (with all its tags) is
 created last, in one registry transaction. A crash before that leaves at most a run marked
-FAILED, which no version points to.
+FAILED, which no version points to. Moving the ``champion`` alias is a compare-and-set under the
+model's lock (``bertops.champion_lock``): a run whose gate compared against a champion that another
+run has replaced since registers its version without promoting it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bertops.artifacts import CURVES_FILE, require_saved_model, training_record
+from bertops.champion_lock import champion_changed, current_champion
 from bertops.registry import experiment_id, open_client, set_champion
+from bertops.state_lock import state_lock
 
 log = logging.getLogger(__name__)
+
+# The model card's section on the promotion gate, and the version tag with the gate's reason.
+GATE_DECISION = "Promotion gate"
+GATE_REASON_TAG = "gate_reason"
 
 
 @dataclass
@@ -137,35 +146,74 @@ def _log_run(client: Any, submission: Submission, card: str, state_dir: str) -> 
     return run
 
 
+def _refused(submission: Submission, reason: str) -> Submission:
+    """``submission`` as a version that the gate passed but that may not be promoted, saying why."""
+    gate = submission.decisions.get(GATE_DECISION, "")
+    decisions = {**submission.decisions, GATE_DECISION: f"Not promoted: {reason}.\n\nThe gate said: {gate}"}
+    tags = {**submission.tags, GATE_REASON_TAG: f"{reason} (gate: {submission.tags.get(GATE_REASON_TAG, '')})"}
+    return replace(submission, decisions=decisions, tags=tags)
+
+
+def _create_version(client: Any, submission: Submission, run: Any, promoted: bool, card: str) -> str:
+    """Create the version with all its tags in one registry call; returns its number."""
+    tags = {
+        **submission.lineage,
+        **submission.tags,
+        "promoted": str(promoted).lower(),
+        **{f"metric.{k}": f"{v:.6f}" for k, v in submission.metrics.items()},
+    }
+    source = f"{run.info.artifact_uri}/model"
+    version = client.create_model_version(
+        submission.model_name, source=source, run_id=run.info.run_id, tags=tags, description=card
+    )
+    return str(version.version)
+
+
 def register_model(
-    submission: Submission, promote: bool, state_dir: str = ".bertops", tracking_uri: str = ""
+    submission: Submission,
+    promote: bool,
+    state_dir: str = ".bertops",
+    tracking_uri: str = "",
+    expected_champion: str | None = None,
+    lock: AbstractContextManager[None] | None = None,
 ) -> RegisteredVersion:
     """Log a run with the model's files, then create a registry version pointing at them.
 
     When ``promote`` is true the ``champion`` alias moves to the new version, after the version
-    is complete.
+    is complete, under ``lock`` (default: the state directory's lock of the model). With
+    ``expected_champion`` (the version the gate compared against, '' for none) the alias moves
+    only if the champion is still that version; otherwise (another run promoted meanwhile) the
+    version is registered as not promoted, and its gate reason and model card say why.
     """
     from mlflow.exceptions import MlflowException
 
     require_saved_model(submission.model_dir)
-    name, metrics = submission.model_name, submission.metrics
+    name = submission.model_name
     client = open_client(tracking_uri, state_dir)
-    card = model_card(name, metrics, submission.params, submission.lineage, submission.decisions)
+    card = model_card(name, submission.metrics, submission.params, submission.lineage, submission.decisions)
     run = _log_run(client, submission, card, state_dir)
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+    refusal = ""
+    if not promote:
+        lock = nullcontext()
+    with lock or state_lock(state_dir, name, f"register {name}"):
+        if promote and expected_champion is not None:
+            refusal = champion_changed(expected_champion, current_champion(client, name))
+        if refusal:
+            submission = _refused(submission, refusal)
+            card = model_card(name, submission.metrics, submission.params, submission.lineage, submission.decisions)
+        version = _create_version(client, submission, run, promote and not refusal, card)
+        if promote and not refusal:
+            set_champion(client, name, version)
+    if refusal:
+        # The run's copy of the card says what the version's does.
+        client.log_text(run.info.run_id, card, "model_card.md")
+        log.warning("registered %s version %s, not promoted: %s", name, version, refusal)
+    else:
+        log.info("registered %s version %s%s", name, version, " as champion" if promote else "")
     source = f"{run.info.artifact_uri}/model"
-    tags = {
-        **submission.lineage,
-        **submission.tags,
-        "promoted": str(promote).lower(),
-        **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
-    }
-    version = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=tags, description=card)
-    if promote:
-        set_champion(client, name, str(version.version))
-    log.info("registered %s version %s%s", name, version.version, " as champion" if promote else "")
-    return RegisteredVersion(name, str(version.version), run.info.run_id, source, promote, card)
+    return RegisteredVersion(name, version, run.info.run_id, source, promote and not refusal, card)

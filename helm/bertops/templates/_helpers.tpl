@@ -15,3 +15,17 @@ checkov.io/skip1: CKV_K8S_21=The namespace is the release namespace given to hel
 {{- define "bertops.image" -}}
 {{- printf "%s:%s" (ternary .Values.image.cuda .Values.image.cpu .Values.gpu.enabled) (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* "true" when the Istio policies are created: authorization.enabled true, or auto where the cluster serves security.istio.io/v1. */}}
+{{- define "bertops.authorizationEnabled" -}}
+{{- $enabled := .Values.authorization.enabled }}
+{{- if or (eq (toString $enabled) "true") (and (eq (toString $enabled) "auto") (.Capabilities.APIVersions.Has "security.istio.io/v1")) }}true{{ end }}
+{{- end }}
+
+{{/* The Istio policies' workload selector: the endpoint's predictor pods, as KServe labels them. */}}
+{{- define "bertops.predictorSelector" -}}
+selector:
+  matchLabels:
+    serving.kserve.io/inferenceservice: {{ .Values.inferenceService.name }}
+    component: predictor
+{{- end }}
