@@ -2,6 +2,12 @@
 
 Both take padded ``input_ids`` and ``attention_mask`` (int64 numpy arrays) and return fp32
 logits, so the predictor does not care which one it holds.
+
+Each names itself twice: ``name`` for people (logs: runtime, device, precision) and ``platform``
+for V2 model metadata, in the Triton convention ``<runtime>_<model format>``. ``onnxruntime_onnx``
+is Triton's own name; Triton has none for eager PyTorch (its ``pytorch_libtorch`` is TorchScript),
+so the torch backend says ``pytorch_safetensors``: PyTorch running the weights that
+``save_pretrained`` writes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Backend(Protocol):
     """Something that turns a padded batch of token ids into logits."""
 
     name: str
+    platform: str
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """``[rows, num_labels]`` fp32 logits for a padded batch."""
@@ -40,6 +47,8 @@ class TorchBackend:
     Autocast rather than casting the weights keeps softmax and layer norms in fp32, as the
     evaluate step does, so served probabilities match the evaluated ones.
     """
+
+    platform = "pytorch_safetensors"
 
     def __init__(self, model_dir: Path, device: torch.device, precision: str = "auto", threads: int = 0):
         import torch
@@ -76,6 +85,8 @@ class OnnxBackend:
     unsupported GPU): it logs the failure and builds the session on the CPU provider alone
     (microsoft/onnxruntime#13414, #23372), so a caller that asked for CUDA must check it.
     """
+
+    platform = "onnxruntime_onnx"
 
     def __init__(self, path: Path, device: torch.device, threads: int = 0):
         import onnxruntime as ort

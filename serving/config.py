@@ -23,6 +23,13 @@ LOG_FORMATS = ("json", "text")
 class ServingConfig:
     """How the server runs the model and which requests it accepts."""
 
+    model_version: str = field(
+        default="",
+        metadata={
+            "help": "the registry version served: /v2/models/NAME/versions/THIS/... answer like the unversioned "
+            "routes, any other version 404 ('': unknown, only the unversioned routes answer)"
+        },
+    )
     backend: str = field(
         default="auto",
         metadata={"help": "auto (ONNX Runtime when model.onnx is present and usable, else PyTorch), onnx or torch"},

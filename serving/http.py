@@ -6,8 +6,12 @@
 - ``AccessMiddleware`` counts and times inference requests (Prometheus) and logs one
   structured line per request.
 - ``StrictDataPlane`` turns any failure to decode a request body (KServe's binary-tensor
-  parser raises ``KeyError``, ``ValueError`` ... on malformed input) into a 400, and names the
-  serving backend in the V2 model metadata's ``platform``.
+  parser raises ``KeyError``, ``ValueError`` ... on malformed input) into a 400, and fills the
+  V2 model metadata's ``platform`` (the backend) and ``versions`` (the registry version).
+- ``ModelVersionRoutes`` serves the versioned V2 routes (``/v2/models/NAME/versions/V/...``,
+  ``?model_version=V``), which KServe answers 501, for the one version the server serves.
+- ``StrictRepositoryExtension``: with the repository API on, loading a model the server does not
+  hold is a 404, not KServe's 503.
 - ``validation_error`` answers V2 schema errors with a short 422 that does not echo the body;
   ``client_error`` answers a request's own failure (400, 404, 499, 501, 503: ``CLIENT_ERRORS``)
   with one log line and no traceback; real server errors keep KServe's 500 and traceback.
@@ -23,6 +27,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,6 +42,7 @@ from kserve.errors import (
     UnsupportedProtocol,
 )
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from starlette.requests import ClientDisconnect, Request
 
 from serving import metrics
@@ -51,6 +57,9 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("serving.access")
 
 REPOSITORY_PATH = re.compile(r"^/v2/repository(/|$)")
+# The V2 routes of one model that take a version: metadata, readiness, inference.
+MODEL_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(/versions/(?P<version>[^/]+))?(?P<route>/ready|/infer)?$")
+VERSION_QUERY = "model_version"
 _ENDPOINTS = (
     ("v1", re.compile(r"^/v1/models/[^/]+:predict$")),
     ("v2", re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")),
@@ -140,6 +149,63 @@ class RepositoryApiGuard:
         await self.app(scope, receive, send)
 
 
+async def _reject(scope: Scope, send: Send, status: int, reason: str) -> None:
+    """Answer ``status`` with ``reason``, logged as ``client_error`` logs a request's own failure."""
+    scope.setdefault("state", {})[ERROR_KEY] = reason
+    if inference_endpoint(scope["path"]) is None:
+        log.warning("%s %s %d: %s", scope["method"], scope["path"], status, reason, extra={"status": status})
+    await _send_json(send, status, {"error": reason})
+
+
+class ModelVersionRoutes:
+    """The versioned V2 routes, for the registry version this server serves (``--model-version``).
+
+    KServe answers 501 to any version, in the path or in ``?model_version=``. Here a request for
+    the version served goes on as its unversioned route; any other version is a 404 naming the
+    version served. A server that does not know its version (empty ``model_version``) answers
+    every versioned request 404.
+    """
+
+    def __init__(self, app: ASGIApp, model_version: str):
+        self.app = app
+        self.model_version = model_version
+
+    def _unknown_version(self, name: str, asked: str) -> str:
+        if not self.model_version:
+            return (
+                f"model {name!r} has no version {asked!r} here: this server was started without --model-version, "
+                f"so only the unversioned routes (/v2/models/{name}/...) answer"
+            )
+        return (
+            f"model {name!r} has no version {asked!r} here: this server serves version {self.model_version!r} "
+            "(ask for it, or leave the version out)"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = MODEL_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        asked = [match["version"]] if match["version"] else []
+        asked += [value for key, value in query if key == VERSION_QUERY and value]
+        wrong = next((version for version in asked if version != self.model_version), None)
+        if wrong is not None:
+            await _reject(scope, send, 404, self._unknown_version(match["name"], wrong))
+            return
+        if match["version"] or any(key == VERSION_QUERY for key, _ in query):
+            path = f"/v2/models/{match['name']}{match['route'] or ''}"
+            # The copy shares the request state with the middleware outside (the access line's error).
+            scope.setdefault("state", {})
+            scope = {
+                **scope,
+                "path": path,
+                "raw_path": quote(path).encode(),
+                "query_string": urlencode([(k, v) for k, v in query if k != VERSION_QUERY]).encode("latin-1"),
+            }
+        await self.app(scope, receive, send)
+
+
 class AccessMiddleware:
     """Prometheus counts and latency of inference requests, and one access log line each."""
 
@@ -189,11 +255,15 @@ class AccessMiddleware:
             )
 
 
+class NotServed(LookupError):
+    """A route KServe registers that this server does not serve (404)."""
+
+
 class StrictDataPlane(DataPlane):
     """KServe's data plane; a request body it cannot decode is the client's error (400), not a 500.
 
-    V2 model metadata names the backend that serves the model in ``platform`` (a model's
-    ``platform`` attribute), which KServe leaves empty.
+    V2 model metadata says what KServe leaves empty: the backend that serves the model in
+    ``platform`` and the registry version in ``versions`` (a model's attributes of those names).
     """
 
     async def ready(self) -> bool:
@@ -203,8 +273,19 @@ class StrictDataPlane(DataPlane):
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
         metadata: dict[str, Any] = await super().model_metadata(model_name)
-        platform = getattr(self.get_model_from_registry(model_name), "platform", "")
-        return {**metadata, "platform": platform or metadata["platform"]}
+        model = self.get_model_from_registry(model_name)
+        platform = getattr(model, "platform", "")
+        versions = getattr(model, "versions", None)
+        return {
+            **metadata,
+            "platform": platform or metadata["platform"],
+            "versions": metadata.get("versions") if versions is None else versions,
+        }
+
+    async def explain(self, model_name: str, request: Any, headers: Any = None) -> Any:
+        """404: no explainer serves here (KServe answers 501, a server error, for a model without one)."""
+        await self.get_model(model_name)
+        raise NotServed(f"model {model_name!r} has no explainer: this server answers :predict and /infer")
 
     def decode_inference_request(self, body: Any, headers: Any, model_name: str) -> Any:
         """Without the binary-extension header a V2 body is all JSON, whatever its Content-Type.
@@ -225,12 +306,29 @@ class StrictDataPlane(DataPlane):
             raise InvalidInput(f"malformed request body: {type(exc).__name__}: {exc}") from exc
 
 
+class StrictRepositoryExtension(ModelRepositoryExtension):
+    """KServe's model repository extension; loading a model the server does not hold is a 404.
+
+    KServe answers 503 ("not ready") to the load of any model it does not hold: its repository's
+    ``load`` does nothing in a server that brings its own model (``ModelRepository.load`` is empty),
+    so the readiness check after it fails whatever the name. This server serves only the model
+    it started with; once unloaded, that one is gone too (restart the server).
+    """
+
+    async def load(self, model_name: str) -> None:
+        """Load ``model_name``: ``ModelNotFound`` (404) unless the server holds it."""
+        if self._model_registry.get_model(model_name) is None:
+            raise ModelNotFound(model_name)
+        await super().load(model_name)
+
+
 # What a request that failed for a reason of its own answers, instead of KServe's handlers, which
 # log each at ERROR with a traceback. 499 (nginx's "client closed request"): the client left
 # while its body was being read; nobody reads that answer, it is for the access log and metrics.
 CLIENT_ERRORS: dict[type[BaseException], int] = {
     InvalidInput: 400,
     ModelNotFound: 404,
+    NotServed: 404,
     ClientDisconnect: 499,
     NotImplementedError: 501,
     UnsupportedProtocol: 501,
@@ -280,8 +378,9 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"error": f"invalid request: {detail}"})
 
 
-def install(app: Any, max_body_bytes: int, repository_api: bool = False) -> None:
-    """Add the body limit, access metrics, the repository guard and the 4xx handlers to KServe's FastAPI ``app``."""
+def install(app: Any, max_body_bytes: int, repository_api: bool = False, model_version: str = "") -> None:
+    """Add the body limit, access metrics, the repository guard, versioned routes and 4xx handlers to KServe's ``app``."""
+    app.add_middleware(ModelVersionRoutes, model_version=model_version)
     if not repository_api:
         app.add_middleware(RepositoryApiGuard)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)

@@ -49,8 +49,13 @@ class TextClassifierModel(Model):
 
     @property
     def platform(self) -> str:
-        """The backend serving the model (``onnxruntime (CUDAExecutionProvider)``, ``torch (cuda, bfloat16)``...)."""
-        return self.predictor.backend.name
+        """The backend serving the model, V2 metadata's ``platform``: ``onnxruntime_onnx`` or ``pytorch_safetensors``."""
+        return self.predictor.backend.platform
+
+    @property
+    def versions(self) -> list[str]:
+        """V2 metadata's ``versions``: the registry version served (``--model-version``), none when unknown."""
+        return [self.config.model_version] if self.config.model_version else []
 
     def load(self) -> bool:
         """Warm the backend up, then report ready: the first request finds it initialized."""
@@ -87,6 +92,7 @@ class TextClassifierModel(Model):
             return InferResponse(
                 response_id=payload.id or "",
                 model_name=self.name,
+                model_version=self.config.model_version or None,
                 infer_outputs=[tensors[name] for name in outputs],
                 use_binary_outputs=payload.use_binary_outputs,
                 requested_outputs=payload.request_outputs,

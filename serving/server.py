@@ -73,7 +73,7 @@ def rest_server_class(listener: socket.socket, config: ServingConfig) -> type:
             super().create_application()
             # First, so that it runs inside the access log's middleware, which records its answers.
             limits.install(model_server.app)
-            install(model_server.app, config.max_body_bytes, config.repository_api)
+            install(model_server.app, config.max_body_bytes, config.repository_api, config.model_version)
 
         async def start(self) -> None:
             # RESTServer.start without sockets would have uvicorn bind a socket of its own.
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     from kserve import ModelServer
     from kserve import model_server as kserve_model_server
 
-    from serving.http import StrictDataPlane
+    from serving.http import StrictDataPlane, StrictRepositoryExtension
     from serving.kserve_model import TextClassifierModel
     from serving.predictor import TextClassifierPredictor
 
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         enable_latency_logging=False,
     )
     server.dataplane = StrictDataPlane(server.registered_models)
+    server.model_repository_extension = StrictRepositoryExtension(server.registered_models)
     # The libraries loaded above leave ~340k objects that live as long as the process; a full
     # garbage collection walks them all with the GIL held (~190 ms measured here), stalling the
     # event loop, health checks included. Frozen, collections skip them (health max 16-30 ms

@@ -106,7 +106,7 @@ def test_onnx_without_its_cuda_provider_serves_with_pytorch_on_the_gpu(
     assert warning.startswith("serving with PyTorch on cuda") and "CUDA execution provider" in warning
     assert "CPUExecutionProvider" in warning
     metadata = v2_metadata(TextClassifierModel("news", predictor, ServingConfig()))
-    assert metadata["platform"] == "torch (cuda, bfloat16)"
+    assert metadata["platform"] == "pytorch_safetensors"
 
 
 def test_onnx_backend_asked_for_refuses_a_session_without_cuda(
@@ -127,7 +127,7 @@ def test_onnx_with_its_cuda_provider_active_serves_and_says_so(
     predictor = TextClassifierPredictor(onnx_model, ServingConfig(device="cuda:1"))
     assert requested[0][0] == ("CUDAExecutionProvider", {"device_id": 1})
     assert predictor.backend.name == "onnxruntime (CUDAExecutionProvider)"
-    assert v2_metadata(TextClassifierModel("news", predictor, ServingConfig()))["platform"] == predictor.backend.name
+    assert v2_metadata(TextClassifierModel("news", predictor, ServingConfig()))["platform"] == "onnxruntime_onnx"
 
 
 def test_onnxruntime_comes_from_exactly_one_extra() -> None:
@@ -171,6 +171,7 @@ class Recording:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.name: str = backend.name
+        self.platform: str = backend.platform
         self.shapes: list[tuple[int, ...]] = []
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from components.deploy.deploy_cluster import (
     deploy_registered_version,
     registered_storage_uri,
     restorable,
+    version_metadata,
 )
 from components.deploy.inference_service import (
     DEPLOYMENT_MODE_ANNOTATION,
@@ -104,14 +105,49 @@ def test_runtime_runs_the_project_server_from_the_images_py_image() -> None:
         "--http-port=8080",
         "--model-dir=/mnt/models",
         "--model-name={{.Name}}",
+        "--model-version={{index .Labels `bertops.io/model-version`}}",
     ]
     assert container["securityContext"]["runAsNonRoot"] is True
     # The server's own parser takes these flags (KServe substitutes {{.Name}} before it runs).
     from serving.server import parse_args
 
-    args = parse_args([a.replace("{{.Name}}", NAME) for a in container["args"]])
+    args = parse_args(kserve_fills(container["args"], {"name": NAME, "labels": {}}))
     assert (args.host, args.http_port, args.model_dir, args.model_name) == ("0.0.0.0", 8080, "/mnt/models", NAME)
+    assert args.config.model_version == ""
     assert to_manifest(serving_runtime(cpu_config()))["spec"]["containers"][0]["image"] == CPU_IMAGE
+
+
+def kserve_fills(args: list[str], metadata: dict[str, Any]) -> list[str]:
+    """The runtime ``args`` after KServe's placeholder pass over an InferenceService's ``metadata``.
+
+    kserve/kserve pkg/controller/v1beta1/inferenceservice/utils/placeholder.go runs each string
+    as a Go text/template with the ObjectMeta as data; the two actions the runtime uses are
+    ``{{.Name}}`` and ``{{index .Labels `KEY`}}`` (a missing key: the map's zero value, "").
+    Anything else left in braces would reach the server unreplaced, so it fails here.
+    """
+
+    def action(match: re.Match[str]) -> str:
+        if match[1] == ".Name":
+            return str(metadata["name"])
+        label = re.fullmatch(r"index \.Labels `([^`]+)`", match[1])
+        assert label, f"unexpected template action {match[0]}"
+        return str(metadata.get("labels", {}).get(label[1], ""))
+
+    filled = [re.sub(r"\{\{(.*?)\}\}", action, arg) for arg in args]
+    assert not any("{{" in arg for arg in filled)
+    return filled
+
+
+def test_the_server_serves_the_version_of_its_inference_service_label() -> None:
+    """The deploy step's version label reaches ``--model-version`` (a rollback's: see its test)."""
+    from serving.server import parse_args
+
+    runtime = to_manifest(serving_runtime(ClusterDeployConfig()))
+    labels, _ = version_metadata(NAME, "7")
+    isvc = to_manifest(inference_service(NAME, STORAGE, ClusterDeployConfig(), labels))
+    check_webhook_rules(isvc)
+    args = parse_args(kserve_fills(container_kserve_runs(runtime, isvc)["args"], isvc["metadata"]))
+    assert (args.model_name, args.config.model_version) == (NAME, "7")
 
 
 RESOURCES = {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
@@ -925,6 +961,10 @@ def test_cluster_rollback_redeploys_the_previous_champion(
         k: v for k, v in live["spec"]["predictor"].items() if k not in ("model", "canaryTrafficPercent")
     }
     assert apply.body["metadata"]["labels"]["bertops.io/model-version"] == "1"
+    # The server learns its version from that label (KServe fills the runtime's --model-version).
+    runtime = to_manifest(serving_runtime(ClusterDeployConfig()))
+    args = kserve_fills(container_kserve_runs(runtime, apply.body)["args"], apply.body["metadata"])
+    assert "--model-version=1" in args
     assert apply.body["metadata"]["annotations"] == {DEPLOYMENT_MODE_ANNOTATION: "Knative"}
     assert champion(NAME, state) == "1"
     out = capsys.readouterr().out

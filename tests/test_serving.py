@@ -126,8 +126,9 @@ def test_metadata_and_readiness(endpoint: Endpoint) -> None:
     metadata = requests.get(f"{endpoint.url}/v2/models/news", timeout=10).json()
     assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert {o["name"]: o["shape"] for o in metadata["outputs"]} == {"label": [-1], "probabilities": [-1, 5]}
-    # The backend that serves the model (KServe leaves platform empty).
-    assert metadata["platform"] == "onnxruntime (CPUExecutionProvider)"
+    # The backend that serves the model and the registry version the deploy step started it for
+    # (KServe leaves both empty).
+    assert (metadata["platform"], metadata["versions"]) == ("onnxruntime_onnx", [endpoint.model_version])
     assert requests.get(f"{endpoint.url}/v2/models/news/ready", timeout=10).status_code == 200
     assert requests.get(f"{endpoint.url}/v2/health/ready", timeout=10).json() == {"ready": True}
     assert requests.get(f"{endpoint.url}/v1/models/news", timeout=10).json() == {"name": "news", "ready": True}

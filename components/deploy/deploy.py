@@ -59,9 +59,9 @@ def port_is_free(port: int) -> bool:
 
 
 def start_server(
-    model_dir: Path, name: str, port: int, log_file: Path, status_file: Path, port_wait_s: float = 0.0
+    model_dir: Path, name: str, version: str, port: int, log_file: Path, status_file: Path, port_wait_s: float = 0.0
 ) -> subprocess.Popen[bytes]:
-    """Start ``serving.server`` detached from this process (own session, output to ``log_file``)."""
+    """Start ``serving.server`` for registry ``version`` detached from this process (own session, output to ``log_file``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
         return subprocess.Popen(
@@ -81,6 +81,8 @@ def start_server(
                 str(status_file),
                 "--port-wait-s",
                 str(port_wait_s),
+                "--model-version",
+                version,
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -211,7 +213,7 @@ def deploy_local(
     try:
         log_offset = log_file.stat().st_size if log_file.exists() else 0
         wait_s = PORT_WAIT_S if predecessor is not None else 0.0
-        process = start_server(model_dir, model_name, port, log_file, status_file, wait_s)
+        process = start_server(model_dir, model_name, version, port, log_file, status_file, wait_s)
         launch = Launch(model_name, version, process, status_file, log_file, log_offset)
         port = wait_ready(launch, timeout, predecessor)
     finally:

@@ -22,6 +22,7 @@ from components.deploy.inference_service import (
     DEPLOYMENT_MODE_ANNOTATION,
     KNATIVE,
     LABEL_VALUE,
+    MODEL_VERSION_LABEL,
     STORAGE_SCHEMES,
     ClusterDeployConfig,
     canonical_mode,
@@ -43,7 +44,6 @@ FAILED_TRANSITIONS = ("InvalidSpec", "BlockedByFailedLoad")
 ROLLED_OUT = "NewReplicaSetAvailable"
 # What an endpoint serves, for `kubectl get isvc -L bertops.io/model-version` and `kubectl describe`.
 MODEL_NAME_LABEL = "bertops.io/model-name"
-MODEL_VERSION_LABEL = "bertops.io/model-version"
 RUN_ANNOTATION = "bertops.io/pipeline-run"
 COMMIT_ANNOTATION = "bertops.io/git-commit"
 # Metadata that belongs to the server or to another client's apply, not to a spec to restore.

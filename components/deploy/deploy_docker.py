@@ -17,21 +17,28 @@ from bertops.endpoints import Endpoint
 from bertops.errors import BertopsError
 from bertops.registry import model_files
 from components.deploy.deploy import LOOPBACK, free_port
-from components.deploy.inference_service import RUNTIME_MODEL_NAME, SERVING_PORT, cpu_config, serving_runtime
+from components.deploy.inference_service import (
+    RUNTIME_MODEL_NAME,
+    RUNTIME_MODEL_VERSION,
+    SERVING_PORT,
+    cpu_config,
+    serving_runtime,
+)
 
 log = logging.getLogger(__name__)
 
 
-def runtime_command(model_name: str, port: int) -> list[str]:
-    """The ServingRuntime's container command and arguments for ``model_name``, on loopback:``port``.
+def runtime_command(model_name: str, port: int, version: str = "") -> list[str]:
+    """The ServingRuntime's container command and arguments for ``model_name`` ``version``, on loopback:``port``.
 
-    KServe fills ``{{.Name}}`` with the InferenceService's name; the host and port are the only
-    arguments changed, because a container on the host network must not bind every interface.
+    KServe fills ``{{.Name}}`` with the InferenceService's name and the version template with its
+    version label; the host and port are the only arguments changed, because a container on the
+    host network must not bind every interface.
     """
     container = serving_runtime(cpu_config()).spec.containers[0]
     args = []
     for arg in container.args:
-        arg = arg.replace(RUNTIME_MODEL_NAME, model_name)
+        arg = arg.replace(RUNTIME_MODEL_NAME, model_name).replace(RUNTIME_MODEL_VERSION, version)
         if arg.startswith("--host="):
             arg = f"--host={LOOPBACK}"
         elif arg == f"--http-port={SERVING_PORT}":
@@ -58,7 +65,7 @@ def deploy_docker(
     port = free_port()
     log_file = endpoints.endpoints_dir(state_dir) / f"{model_name}.v{version}.log"
     container = containers.start_model_server(
-        engine, image, runtime_command(model_name, port), model_dir, model_name, log_file
+        engine, image, runtime_command(model_name, port, version), model_dir, model_name, log_file
     )
     endpoint = Endpoint(
         name=model_name,

@@ -28,6 +28,14 @@ SERVING_PORT = 8080
 # KServe fills ``{{.Name}}`` in runtime args with the InferenceService's name, so one runtime
 # serves every endpoint under its own /v1/models/NAME and /v2/models/NAME paths.
 RUNTIME_MODEL_NAME = "{{.Name}}"
+# The registry version an InferenceService serves, a label the deploy step sets (deploy_cluster).
+MODEL_VERSION_LABEL = "bertops.io/model-version"
+# KServe runs runtime args as Go templates over the InferenceService's metadata (its
+# pkg/controller/v1beta1/inferenceservice/utils/placeholder.go, ``ReplacePlaceholders``), so the
+# server learns the version served from that label; a missing label gives "" (index of a map), a
+# server that knows no version. Backquotes: older KServe parsed the template out of the container's
+# JSON, where double quotes arrive escaped.
+RUNTIME_MODEL_VERSION = f"{{{{index .Labels `{MODEL_VERSION_LABEL}`}}}}"
 
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 SERVERLESS = "Serverless"
@@ -210,6 +218,7 @@ def serving_runtime(config: ClusterDeployConfig) -> Any:
             f"--http-port={SERVING_PORT}",
             f"--model-dir={MODEL_MOUNT}",
             f"--model-name={RUNTIME_MODEL_NAME}",
+            f"--model-version={RUNTIME_MODEL_VERSION}",
         ],
         ports=[V1ContainerPort(container_port=SERVING_PORT, name="http1", protocol="TCP")],
         # The root filesystem is read-only; caches (tokenizers, torch) go to the /tmp volume.
