@@ -18,6 +18,7 @@ import argparse
 import gc
 import socket
 import sys
+from typing import Any
 
 from bertops.env import configure_process
 from serving import config as serving_config
