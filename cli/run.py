@@ -108,8 +108,13 @@ def summary(
             f"  endpoint          {endpoint.url} (V1 {endpoint.v1_predict_url}, V2 {endpoint.v2_infer_url})",
             f"  prediction        {SAMPLE_TEXT!r} -> {label} ({probs[label]:.2f})",
         ]
+    elif endpoint is not None:
+        lines.append(
+            f"  endpoint          {endpoint.url} still serves version {endpoint.model_version} "
+            "(this run's version was not deployed: see promotion)"
+        )
     else:
-        lines.append("  endpoint          not redeployed (the winner did not pass the promotion gate)")
+        lines.append("  endpoint          none (this run's version was not deployed: see promotion)")
     lines.append(f"  wall time         {minutes:.1f} min (full log: {result.log_file})")
     return "\n".join(lines)
 

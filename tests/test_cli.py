@@ -167,3 +167,24 @@ def test_submit_refuses_a_run_that_cannot_work_before_compiling(
     assert lines[-1].startswith("bertops: error: this run cannot work in a Kubernetes pod: "), result.stderr
     assert all(fragment in lines[-1] for fragment in fragments), lines[-1]
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_the_summary_of_an_unpromoted_run_names_the_version_still_served(tmp_path: Path) -> None:
+    """A run whose version was not deployed (gate failed, or another run's champion moved first)
+    says which version the endpoint still serves, not that the gate failed."""
+    from bertops import config as cfg
+    from bertops import endpoints
+    from cli.run import summary
+    from pipelines.run_local import LocalRunResult
+
+    config = cfg.PipelineConfig().replace(state_dir=str(tmp_path))
+    result = LocalRunResult("md5:0", "passed", "lr3e-5", "5", tmp_path / "run.log")
+    metrics = {"test_accuracy": 0.9, "test_macro_f1": 0.9, "test_ece": 0.01, "batch_latency_ms": 40.0}
+    reason = "champion changed from 3 to 4 during this run; rerun to gate against 4"
+    tags = {"promoted": "false", "gate_reason": reason}
+    assert "endpoint          none (this run's version was not deployed" in summary(config, result, metrics, tags, 1.0)
+    record = endpoints.Endpoint(config.registry.model_name, "http://127.0.0.1:9", 0, "4", "/m", "/l", 0.0)
+    endpoints.save(record, tmp_path)
+    text = summary(config, result, metrics, tags, 1.0)
+    assert "http://127.0.0.1:9 still serves version 4" in text
+    assert reason in text
