@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bertops.config import PipelineConfig, parameter_names
+from bertops.endpoints import pid_alive
 from bertops.errors import BertopsError
 
 RUNNING, FAILED, FINISHED = "running", "failed", "finished"
@@ -66,19 +67,9 @@ def finish(recorded: PipelineConfig, ran: PipelineConfig) -> None:
     write(recorded, FINISHED)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _unfinished(record: dict[str, Any]) -> bool:
     """Failed, or running in a process that is gone (killed, or the machine went down)."""
-    return record["state"] == FAILED or (record["state"] == RUNNING and not _alive(int(record["pid"])))
+    return record["state"] == FAILED or (record["state"] == RUNNING and not pid_alive(int(record["pid"])))
 
 
 def unfinished_run(state_dir: str | Path, run_name: str = "") -> dict[str, Any] | None:
