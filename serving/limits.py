@@ -185,7 +185,7 @@ class CancelWhenClientLeaves:
             message = await receive()
             if message["type"] == "http.disconnect" and not complete:
                 client_left = True
-                work.cancel()
+                task.cancel()
             return message
 
         async def watching_receive() -> Message:
@@ -204,9 +204,10 @@ class CancelWhenClientLeaves:
             complete = message["type"] == "http.response.body" and not message.get("more_body", False)
             await send(message)
 
-        work: asyncio.Future[None] = asyncio.ensure_future(self.app(scope, watching_receive, tracking_send))
+        task = asyncio.current_task()
+        assert task is not None
         try:
-            await work
+            await self.app(scope, watching_receive, tracking_send)
         except asyncio.CancelledError:
             await self._cancelled(scope, send, client_left, started)
         finally:
@@ -216,14 +217,14 @@ class CancelWhenClientLeaves:
     @staticmethod
     async def _cancelled(scope: Scope, send: Send, client_left: bool, started: bool) -> None:
         task = asyncio.current_task()
-        shutting_down = task is not None and task.cancelling() > 0
+        assert task is not None
+        # The watcher cancelled this task when the client left; otherwise uvicorn did, when the
+        # grace period after SIGTERM ended. Either way the request still gets an answer (uvicorn's
+        # own would be a 500), then the task ends.
+        shutting_down = not client_left and task.cancelling() > 0
         if not (client_left or shutting_down):
             raise asyncio.CancelledError
-        if shutting_down:
-            # uvicorn cancels what is left when the grace period after SIGTERM ends; the request
-            # still gets an answer (uvicorn's own would be a 500), then the task ends.
-            assert task is not None
-            task.uncancel()
+        task.uncancel()
         error = (
             "server shutting down: grace period over" if shutting_down else "client disconnected; queued work dropped"
         )
