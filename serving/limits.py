@@ -179,6 +179,8 @@ class CancelWhenClientLeaves:
             return
         watcher: asyncio.Task[Message] | None = None
         started = complete = client_left = False
+        task = asyncio.current_task()
+        assert task is not None
 
         async def watch() -> Message:
             nonlocal client_left
@@ -204,8 +206,6 @@ class CancelWhenClientLeaves:
             complete = message["type"] == "http.response.body" and not message.get("more_body", False)
             await send(message)
 
-        task = asyncio.current_task()
-        assert task is not None
         try:
             await self.app(scope, watching_receive, tracking_send)
         except asyncio.CancelledError:
