@@ -131,13 +131,16 @@ def load_backend(model_dir: Path, config: ServingConfig) -> Backend:
     """
     # Imports torch first, which loads its CUDA and cuDNN libraries into the process: that is how
     # onnxruntime-gpu finds them in the CUDA image (onnxruntime/__init__.py, ``preload_dlls``).
+    from bertops.cpu import available_cpus
     from bertops.device import pick_device
 
     device = pick_device(config.device)
+    # The libraries' own default is every core of the machine, the node's in a pod, not its CPU limit.
+    threads = config.threads or available_cpus()
     if config.backend in ("auto", "onnx"):
         reason = onnx_unusable(model_dir, device)
         if reason is None:
-            onnx = OnnxBackend(model_dir / ONNX_FILE, device, config.threads)
+            onnx = OnnxBackend(model_dir / ONNX_FILE, device, threads)
             if device.type != "cuda" or onnx.provider == "CUDAExecutionProvider":
                 return onnx
             reason = (
@@ -152,4 +155,4 @@ def load_backend(model_dir: Path, config: ServingConfig) -> Backend:
             log.warning("serving with PyTorch on %s: %s", device, reason)
         else:
             log.info("serving with PyTorch: %s", reason)
-    return TorchBackend(model_dir, device, config.precision, config.threads)
+    return TorchBackend(model_dir, device, config.precision, threads)

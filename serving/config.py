@@ -42,7 +42,7 @@ class ServingConfig:
     threads: int = field(
         default=0,
         metadata={
-            "help": "CPU threads per forward pass (0: the library's default, every core; set it to the CPU limit in a pod)"
+            "help": "CPU threads per forward pass (0: the CPUs this process may use: its affinity, capped by its cgroup CPU limit in a pod)"
         },
     )
     max_batch_size: int = field(default=32, metadata={"help": "most texts gathered into one batch"})
@@ -120,7 +120,7 @@ class ServingConfig:
             value = getattr(self, f.name)
             if isinstance(value, str | bool):
                 continue
-            # Zero means something for these two (dispatch at once; the library's default); not for the limits.
+            # Zero means something for these two (dispatch at once; the CPUs this process may use); not for the limits.
             zero_ok = f.name in ("max_wait_ms", "threads")
             if value < 0 or (value == 0 and not zero_ok):
                 raise ValueError(f"{f.name} must be {'>= 0' if zero_ok else '> 0'}; got {value!r}")

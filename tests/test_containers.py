@@ -178,3 +178,10 @@ def test_pipeline_runs_in_containers_and_the_winner_serves_from_the_image(
         for leftover in engine.containers.list(all=True, filters={"label": containers.ENDPOINT_LABEL}):
             if json.dumps(leftover.labels).find(str(state)) >= 0:
                 leftover.remove(force=True)
+
+
+def test_thread_counts_follow_the_container_cpu_limit(engine: Any) -> None:
+    # The image runs on this machine's cores; a 1-CPU limit (a pod's `limits.cpu: 1`) must give 1 thread.
+    probe = "from bertops.cpu import available_cpus, cpu_quota; print(cpu_quota(), available_cpus())"
+    output = engine.containers.run(CPU_IMAGE, ["python", "-c", probe], nano_cpus=1_000_000_000, remove=True)
+    assert bytes(output).decode().split() == ["1.0", "1"]

@@ -28,6 +28,16 @@ class LoopConfig(FinetuneConfig):
     num_workers: int = field(
         default=-1, metadata={"help": "DataLoader workers (-1: 2 on CUDA, 0 on CPU, where they steal compute)"}
     )
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU threads when training on the CPU (0: OMP_NUM_THREADS if set, else the CPUs this process "
+            "may use, affinity and cgroup limit, divided by cpu_sharing)"
+        },
+    )
+    cpu_sharing: int = field(
+        default=1, metadata={"help": "processes training at once on this machine's CPUs, each taking its share"}
+    )
     keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
     min_delta: float = field(default=0.0, metadata={"help": "smallest accuracy gain that counts as better"})
 
@@ -56,6 +66,8 @@ def check_config(config: LoopConfig) -> None:
             ("max_grad_norm", config.max_grad_norm >= 0),
             ("checkpoint_every", config.checkpoint_every >= 0),
             ("keep_checkpoints", config.keep_checkpoints >= 1),
+            ("threads", config.threads >= 0),
+            ("cpu_sharing", config.cpu_sharing >= 1),
             ("eval_every", config.eval_every >= 0),
             ("patience", config.patience >= 0),
             ("precision", config.precision in PRECISIONS),

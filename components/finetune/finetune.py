@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bertops.artifacts import CURVES_FILE, load_tokenized, tokenized_max_length, write_training_record
 from bertops.batching import length_grouped_batches, pad_batch, predict_proba, shard_steps
+from bertops.cpu import thread_share
 from bertops.device import DeviceClock, autocast_dtype, compile_toolchain_problem, precision_name
 from bertops.errors import BertopsError
 from bertops.model_source import load_tokenizer, resolve_model_source
@@ -82,6 +84,10 @@ def train(tokenized_dir: Path, out_dir: Path, config: LoopConfig) -> TrainResult
     """
     check_config(config)
     ctx, device = init_distributed(config.device)
+    if device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(training_threads(config))
     try:
         run = TrainingRun(tokenized_dir, out_dir, config, ctx, device)
         for _ in run.steps():
@@ -89,6 +95,21 @@ def train(tokenized_dir: Path, out_dir: Path, config: LoopConfig) -> TrainResult
         return run.finish()
     finally:
         shutdown(ctx)
+
+
+def training_threads(config: LoopConfig) -> int:
+    """CPU threads for this training process: ``config.threads``, else ``OMP_NUM_THREADS`` (torchrun sets it
+    for several ranks on a node), else this process's share of the CPUs it may use.
+
+    torch's default is every core of the machine; candidates trained side by side would each take
+    all of them and slow each other down, and in a pod the node's cores are not the pod's CPU limit.
+    """
+    if config.threads:
+        return config.threads
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) > 0:
+        return int(from_env)
+    return thread_share(config.cpu_sharing)
 
 
 def _collate(
