@@ -8,8 +8,8 @@ KFP install runs pods in ``kubeflow`` as ``pipeline-runner``; the same table hol
 two names swapped (``bertops compile --target cluster --namespace kubeflow``, chart value
 ``pipeline.serviceAccount=pipeline-runner``).
 
-README, docs/cluster.md, the chart, the kustomize base and the pipeline all take their names
-from here; ``python -m bertops.cluster`` prints the table that docs/cluster.md embeds, and the
+README, docs/cluster/, the chart, the kustomize base and the pipeline all take their names
+from here; ``python -m bertops.cluster`` prints the table that docs/cluster/README.md embeds, and the
 tests check every name and namespace in those files against it.
 """
 

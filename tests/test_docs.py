@@ -1,11 +1,18 @@
-"""Every cluster name a user reads agrees with bertops/cluster.py: namespaces, service accounts,
-Secrets and their keys in README.md, docs/cluster.md, the chart, the manifests, the CI workflow and
-the compiled pipeline. An operator who follows the docs word for word creates what the run uses."""
+"""The docs a user reads. Every cluster name agrees with bertops/cluster.py: namespaces, service
+accounts, Secrets and their keys in the README, docs/, the chart, the manifests, the CI workflow and
+the compiled pipeline, so an operator who follows the docs word for word creates what the run uses.
+Every relative link resolves, the README stays short, the chart's values table is the generated
+one, and the README's claims about CI, the steps and the license hold."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -13,7 +20,14 @@ import yaml
 from bertops import cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "cluster.md"]
+CLUSTER_DOCS = REPO_ROOT / "docs" / "cluster"
+DOCS = [
+    REPO_ROOT / "README.md",
+    *sorted((REPO_ROOT / "docs").rglob("*.md")),
+    REPO_ROOT / "components" / "README.md",
+    REPO_ROOT / "helm" / "bertops" / "README.md",
+]
+MAX_README_LINES = 200
 FILES = [
     *DOCS,
     *sorted((REPO_ROOT / "helm").rglob("*.yaml")),
@@ -73,7 +87,7 @@ def code(path: Path) -> list[str]:
 
 
 def test_docs_embed_the_generated_table() -> None:
-    assert cluster.table() in (REPO_ROOT / "docs" / "cluster.md").read_text()
+    assert cluster.table() in (CLUSTER_DOCS / "README.md").read_text()
 
 
 @pytest.mark.parametrize("pattern", [NAMESPACE_FLAG, NAMESPACE_FIELD], ids=["flag", "field"])
@@ -110,7 +124,7 @@ def test_every_service_account_is_the_runs_or_the_model_servers() -> None:
     assert [f for f in found if f[1] not in ACCOUNTS] == []
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_every_secret_the_docs_create_has_the_tables_keys_in_the_runs_namespace(doc: Path) -> None:
     created = [c for c in commands(doc) if "create secret generic" in c]
     for command in created:
@@ -120,7 +134,7 @@ def test_every_secret_the_docs_create_has_the_tables_keys_in_the_runs_namespace(
         if "..." not in command.split(name, 1)[1].split()[0:1]:  # "create secret generic NAME ..." is a pointer
             assert sorted(keys) == sorted(spec.keys), name
         assert NAMESPACE_FLAG.findall(command) == [cluster.PROFILE_NAMESPACE], command
-    if doc.name == "cluster.md":
+    if doc == CLUSTER_DOCS / "install.md":  # step 1 creates every Secret
         assert sorted({re.findall(r"create secret generic (\S+)", c)[0] for c in created}) == sorted(SECRETS)
 
 
@@ -140,14 +154,14 @@ def test_the_compiled_pipeline_reads_the_tables_secrets_and_deploys_into_the_pro
 
 
 def test_the_bertops_commands_in_the_cluster_docs_parse() -> None:
-    """Each `bertops compile/submit/models` line of docs/cluster.md is accepted by the real CLI."""
+    """Each `bertops compile/submit/models` line of docs/cluster/ is accepted by the real CLI."""
     import shlex
 
     from cli.main import build_parser
 
     parser = build_parser()
     found = []
-    for command in code(REPO_ROOT / "docs" / "cluster.md"):
+    for command in (c for doc in sorted(CLUSTER_DOCS.glob("*.md")) for c in code(doc)):
         match = re.search(r"(?:\.venv/bin/)?bertops ((?:compile|submit|models) .*?)(?:#.*)?$", command.strip())
         if match:
             args = shlex.split(match.group(1).replace("$", ""))
@@ -160,8 +174,170 @@ def test_the_docs_show_what_serves_with_the_deploy_steps_own_labels() -> None:
     """Finding 15: `kubectl get isvc -L ...` tells an operator which model, version, run and commit serve."""
     from components.deploy import deploy_cluster as deploy
 
-    text = (REPO_ROOT / "docs" / "cluster.md").read_text()
+    text = (CLUSTER_DOCS / "endpoint.md").read_text()
     assert f"-L {deploy.MODEL_NAME_LABEL},{deploy.MODEL_VERSION_LABEL}" in text
     for annotation in (deploy.RUN_ANNOTATION, deploy.COMMIT_ANNOTATION):
         assert annotation.replace(".", "\\.") in text
     assert f"field manager `{deploy.FIELD_MANAGER}`" in text
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+HEADING = re.compile(r"#{1,6} +(.*?) *#*$")
+
+
+def outside_fences(path: Path) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a Markdown file outside fenced code blocks."""
+    fenced = False
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            yield n, line
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped,
+    spaces to hyphens, and a repeated heading suffixed -1, -2, ..."""
+    seen: dict[str, int] = {}
+    for _, line in outside_fences(path):
+        match = HEADING.match(line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match[1].strip().lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            if count:
+                seen[f"{slug}-{count}"] = 1
+    return set(seen)
+
+
+def relative_links(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, target)`` of every link to a path or an anchor, not in code."""
+    for n, line in outside_fences(path):
+        for target in LINK.findall(re.sub(r"`[^`]*`", "", line)):
+            if not re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+                yield n, target
+
+
+def broken_links(path: Path, root: Path = REPO_ROOT) -> list[str]:
+    """``file:line: target (why)`` for every relative link of ``path`` that leads nowhere."""
+    broken = []
+    for n, target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        where = f"{path.relative_to(root)}:{n}: {target}"
+        if not dest.exists():
+            broken.append(f"{where} (no such file)")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            broken.append(f"{where} (no heading with that anchor)")
+    return broken
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_relative_link_resolves(doc: Path) -> None:
+    assert broken_links(doc) == []
+
+
+def test_the_link_check_sees_a_missing_file_and_a_missing_anchor(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Title\n\n## The `x` step: 1.\n\n## Twice\n\n## Twice\n", encoding="utf-8")
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "[ok](a.md#the-x-step-1) [again](a.md#twice-1) [top](#links) [gone](b.md) [bad](a.md#nope) `[code](c.md)`\n"
+        "```\n[fenced](d.md)\n```\n## Links\n[web](https://example.com) [bad](#nowhere)\n",
+        encoding="utf-8",
+    )
+    assert broken_links(doc, tmp_path) == [
+        "doc.md:1: b.md (no such file)",
+        "doc.md:1: a.md#nope (no heading with that anchor)",
+        "doc.md:6: #nowhere (no heading with that anchor)",
+    ]
+
+
+def test_every_page_of_docs_is_reachable_from_the_readme() -> None:
+    reached: set[Path] = set()
+    todo = [REPO_ROOT / "README.md"]
+    while todo:
+        page = todo.pop()
+        if page in reached or page.suffix != ".md" or not page.is_file():
+            continue
+        reached.add(page)
+        todo += [
+            (page.parent / t.partition("#")[0]).resolve() for _, t in relative_links(page) if not t.startswith("#")
+        ]
+    assert sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs").rglob("*.md") if p not in reached) == []
+
+
+def test_the_readme_is_short() -> None:
+    lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= MAX_README_LINES, f"README.md has {lines} lines: move reference material to docs/"
+
+
+def test_ci_runs_what_the_readme_says() -> None:
+    """README: `make test` is what CI runs (.ci/run); the example workflow's test job runs .ci/run."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`make test` is what CI runs (`.ci/run`)" in readme
+    assert re.search(r"^make test$", (REPO_ROOT / ".ci" / "run").read_text(), re.M)
+    steps = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "pipeline.yaml").read_text())["jobs"]["test"]["steps"]
+    assert [step["run"].strip() for step in steps if "run" in step] == [".ci/run"]
+    # With CI=true the KServe schema checks fail without the CRDs: the job checks them out at a pinned commit.
+    (crds,) = [step for step in steps if step.get("with", {}).get("repository") == "kserve/kserve"]
+    assert re.fullmatch(r"[0-9a-f]{40}", crds["with"]["ref"])
+    (test_step,) = [step for step in steps if "run" in step]
+    assert test_step["env"]["BERTOPS_KSERVE_CRDS"].endswith(f"{crds['with']['path']}/config/crd/full")
+
+
+def test_components_readme_lists_every_step_package_and_task() -> None:
+    text = (REPO_ROOT / "components" / "README.md").read_text(encoding="utf-8")
+    wrappers = sorted((REPO_ROOT / "components").glob("*/component.py"))
+    assert wrappers, "the steps live in components/<step>/component.py"
+    assert [p.parent.name for p in wrappers if f"| `{p.parent.name}/` |" not in text] == []
+    # Every KFP component appears under its task name (plan_candidates: plan-candidates).
+    tasks = [name for p in wrappers for name in re.findall(r"^def (\w+)\(", p.read_text(), re.M)]
+    assert len(tasks) >= len(wrappers)
+    assert [t for t in tasks if t.replace("_", "-") not in text] == []
+
+
+def test_the_license_is_apache_2_and_pyproject_says_so() -> None:
+    text = (REPO_ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
+
+
+def values_table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("values_table", REPO_ROOT / "helm" / "values_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_charts_readme_has_the_values_table_generated_now() -> None:
+    tool = values_table()
+    generated = tool.table()
+    readme = (REPO_ROOT / "helm" / "bertops" / "README.md").read_text(encoding="utf-8")
+    assert tool.embedded(readme) == generated, "run: .venv/bin/python helm/values_table.py --write"
+    # The chart's own values, comments and schema reach the table.
+    assert "| `inferenceService.canaryTrafficPercent` | integer or null, 0..100 | `null` | 0-100: share" in generated
+    assert '| `gpu.nodeSelector` | map of string | `{"nvidia.com/gpu.present": "true"}` |' in generated
+
+
+def test_the_values_table_reads_comments_and_refuses_a_key_the_schema_lacks(tmp_path: Path) -> None:
+    tool = values_table()
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "properties": {"b": {"enum": ["x", "y"]}, "c": {"type": "integer", "minimum": 1}}}
+        },
+    }
+    (tmp_path / "values.schema.json").write_text(json.dumps(schema))
+    (tmp_path / "values.yaml").write_text(
+        "# A group.\na:\n  # Pick x | y.\n  b: x\n\n  # not c's: a blank line follows\n\n  c: 2\n"
+    )
+    assert tool.table(tmp_path).splitlines()[2:] == [
+        "| `a` | object |  | A group. |",
+        '| `a.b` | one of `"x"`, `"y"` | `"x"` | Pick x \\| y. |',
+        "| `a.c` | integer, 1.. | `2` |  |",
+    ]
+    (tmp_path / "values.yaml").write_text("a:\n  b: x\n  d: 1\n")
+    with pytest.raises(ValueError, match=re.escape("values.yaml key 'a.d' is not in values.schema.json")):
+        tool.table(tmp_path)

@@ -170,8 +170,8 @@ def test_the_gpu_count_reaches_the_pod_as_a_string(tmp_path: Path) -> None:
         assert _string_at(spec, "root", "for-loop-1", placeholder) == "STRING"
 
 
-# The line an operator copies to start a run with the kfp CLI; README.md and docs/cluster.md
-# may carry more, and each of those is checked too.
+# The line an operator copies to start a run with the kfp CLI; README.md and the docs may carry
+# more, and each of those is checked too.
 KFP_RUN_CREATE = (
     "kfp run create -e bertops -f pipelines/compiled/bertops_pipeline.yaml "
     "finetune_gpus=1 finetune_accelerator=nvidia.com/gpu launcher=local max_steps=60 serving_gpus=0"
@@ -189,7 +189,7 @@ _API_KINDS: dict[str, Any] = {
 def _documented_run_create_lines() -> list[str]:
     root = Path(__file__).resolve().parents[1]
     lines = [KFP_RUN_CREATE]
-    for doc in (root / "README.md", root / "docs" / "cluster.md"):
+    for doc in (root / "README.md", *sorted((root / "docs").rglob("*.md"))):
         text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
         lines += [line.strip() for line in text.splitlines() if line.strip().startswith("kfp run create")]
     return lines

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.cluster
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO_ROOT / "manifests"
 NAMESPACE = cluster.PROFILE_NAMESPACE
-# The overlays name the release tag (the chart's appVersion); docs/cluster.md sets the built one.
+# The overlays name the release tag (the chart's appVersion); docs/cluster/install.md sets the built one.
 OVERLAY_IMAGES = {"gpu": f"{REPOSITORY}/bertops-cuda:{__version__}", "cpu": f"{REPOSITORY}/bertops-cpu:{__version__}"}
 OVERLAYS = {
     "gpu": ClusterDeployConfig(namespace=NAMESPACE, image=OVERLAY_IMAGES["gpu"]),

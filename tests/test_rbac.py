@@ -183,8 +183,8 @@ def test_the_training_role_may_delete_a_failed_job() -> None:
 
 
 def docs_overlay(namespace: str, account: str) -> str:
-    """The kustomization docs/cluster.md gives for another namespace or account, filled in."""
-    text = (REPO_ROOT / "docs" / "cluster.md").read_text()
+    """The kustomization docs/cluster/install.md gives for another namespace or account, filled in."""
+    text = (REPO_ROOT / "docs" / "cluster" / "install.md").read_text()
     (block,) = re.findall(r"```yaml\n(# manifests/overlays/mine/kustomization\.yaml\n.*?)```", text, re.S)
     return block.replace(cluster.PROFILE_NAMESPACE, namespace).replace(cluster.PIPELINE_SERVICE_ACCOUNT, account)
 
