@@ -3,6 +3,8 @@
 Each step writes its output with the functions here and the next step reads it with them, so
 no step needs to know another step's code:
 
+- a **validated dataset** (validate -> tokenize): ``{split}.parquet`` with ``text`` and ``label``
+  (as strings) columns, the rows as given, once they passed the data gate;
 - a **tokenized dataset** (tokenize -> finetune, evaluate, gate): ``{split}.parquet`` with
   ``input_ids``, ``label`` and ``text`` columns, ``labels.json`` (label names in id order) and
   ``tokenized.json`` (the tokenizer and the sequence length it was cut to);
@@ -29,8 +31,20 @@ ONNX_FILE = "model.onnx"
 
 
 def split_path(data_dir: Path, split: str) -> Path:
-    """The Parquet file of one tokenized split."""
+    """The Parquet file of one validated or tokenized split."""
     return data_dir / f"{split}.parquet"
+
+
+def write_validated_split(data_dir: Path, split: str, texts: Any, labels: Any) -> None:
+    """Write one validated split whole or not at all (a temporary file renamed into place)."""
+    import pandas as pd
+
+    path = split_path(data_dir, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    frame = pd.DataFrame({"text": pd.Series(texts).to_numpy(), "label": pd.Series(labels).astype(str).to_numpy()})
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
 
 
 def write_tokenized_meta(data_dir: Path, label_names: list[str], base_model: str, max_length: int) -> None:

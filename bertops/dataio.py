@@ -58,6 +58,27 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
+    """pyarrow's multithreaded reader when it reads the file as the line-by-line reader would, else the latter.
+
+    pyarrow infers timestamps from date-like strings and makes arrays of nested values; those files,
+    and any it cannot parse, go through ``_read_jsonl_lines``, which also names the bad line.
+    """
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    try:
+        table = pa_json.read_json(str(path))
+        # The reader does not check that strings are UTF-8; this does.
+        table.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _read_jsonl_lines(path)
+    plain = (pa.string(), pa.large_string(), pa.int64(), pa.float64(), pa.bool_(), pa.null())
+    if table.num_rows == 0 or any(field.type not in plain for field in table.schema):
+        return _read_jsonl_lines(path)
+    return table.to_pandas()
+
+
+def _read_jsonl_lines(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     rows = []

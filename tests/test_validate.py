@@ -21,7 +21,7 @@ def test_clean_data_passes_and_writes_report_and_splits(validated: Path) -> None
     assert {"expect_column_values_to_be_unique", "expect_column_values_to_not_be_in_set"} <= kinds
     html = (validated / "report.html").read_text()
     assert "PASSED" in html and "<style>" in html and "http" not in html  # self-contained, no CDN
-    assert (validated / "train.jsonl").is_file()
+    assert list(pd.read_parquet(validated / "train.parquet").columns) == ["text", "label"]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -43,8 +43,8 @@ def test_one_file_of_any_format_with_own_column_names_is_split_and_validated(
     report = validate_dataset(path, tmp_path / "out", "untracked", "body", "topic")
     assert report.success
     assert report.rows == {"train": 1487, "validation": 212, "test": 425}  # stratified 70/10/20
-    first = json.loads((tmp_path / "out" / "train.jsonl").read_text().splitlines()[0])
-    assert set(first) == {"text", "label"}
+    train = pd.read_parquet(tmp_path / "out" / "train.parquet")
+    assert list(train.columns) == ["text", "label"] and len(train) == 1487 and train["label"].map(type).eq(str).all()
 
 
 def test_configured_label_set_and_shares_apply(bbc_data: Path, tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_malformed_labels_are_rejected_with_rows_named(
         validate_dataset(data, tmp_path / "out", "x")
     for fragment in fragments:
         assert fragment in str(failure.value), str(failure.value)
-    assert not (tmp_path / "out" / "train.jsonl").exists()
+    assert not list((tmp_path / "out").glob("*.parquet*"))
 
 
 def test_near_duplicate_leakage_is_its_own_check(tmp_path: Path) -> None:
@@ -165,3 +165,23 @@ def test_near_duplicate_leakage_is_its_own_check(tmp_path: Path) -> None:
     near = "no text equal to an earlier split's up to case and whitespace (near-duplicate leakage)"
     assert failed == {("validation", "text", near, (4,)), ("test", "text", near, (2,))}
     assert "near-duplicate leakage" in str(failure.value)
+
+
+def test_normalised_text_is_pythons_casefolded_whitespace_collapse_for_any_text() -> None:
+    import random
+    import re
+
+    from components.validate.validate import normalise_text
+
+    alphabet = "aZ \t\n\v\f\r\x1c\x1f\u00a0\u2003\u3000ßẞİΣ\u03c3\u03c2ﬁÉé£日本0"
+    rng = random.Random(0)
+    texts = [
+        "",
+        " ",
+        "Straße  MASSE",
+        "\u00a0 x \u2003",
+        "ﬁne\x1cFINE",
+        *("".join(rng.choices(alphabet, k=rng.randint(0, 12))) for _ in range(3000)),
+    ]
+    got = normalise_text(pd.Series(texts, index=range(10, 10 + len(texts)))).tolist()
+    assert got == [re.sub(r"\s+", " ", t).strip().casefold() for t in texts]

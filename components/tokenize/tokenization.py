@@ -58,7 +58,7 @@ def tokenize_dataset(
     if max_length < 8:
         raise BertopsError(f"max_length must be at least 8, got {max_length}")
     tokenizer = load_tokenizer(base_model)
-    frames = {split: read_table(data_dir / f"{split}.jsonl") for split in SPLITS}
+    frames = {split: read_table(split_path(data_dir, split)) for split in SPLITS}
     label_names = sorted(frames["train"]["label"].astype(str).unique())
     label_ids = {name: i for i, name in enumerate(label_names)}
     out_dir.mkdir(parents=True, exist_ok=True)

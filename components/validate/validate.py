@@ -13,13 +13,15 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertops import dvc_data
+from bertops.artifacts import write_validated_split
 from bertops.config import ValidationConfig, check_run_settings, in_pod, run_setting_problems
-from bertops.dataio import SPLITS, load_dataset, write_jsonl
+from bertops.dataio import SPLITS, load_dataset
 from bertops.errors import BertopsError
 
 if TYPE_CHECKING:
@@ -81,9 +83,27 @@ class ValidationReport:
         return text + (f", {failed} failed" if failed else "")
 
 
+# The ASCII characters Python's ``\s`` and ``str.strip`` count as whitespace (RE2's ``\s`` lacks \v and \x1c-\x1f).
+_ASCII_SPACE_RUN = r"[\t\n\v\f\r\x1c-\x1f ]+"
+
+
 def normalise_text(values: pd.Series) -> pd.Series:
-    """Casefold, collapse runs of whitespace to one space, and strip: the key for near duplicates."""
-    return values.str.replace(r"\s+", " ", regex=True).str.strip().str.casefold()
+    r"""Casefold, collapse runs of whitespace to one space, and strip: the key for near duplicates.
+
+    ASCII texts (where casefolding is lowercasing) go through pyarrow's vectorised kernels, ~10x
+    faster than Python's per-text regex on a million rows; the rest through Python's own
+    ``\s``/``casefold``, so the key is the same either way.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    collapsed = pc.utf8_trim(pc.replace_substring_regex(texts, _ASCII_SPACE_RUN, " "), " ")
+    keys = pc.ascii_lower(collapsed).to_numpy(zero_copy_only=False)
+    for i in (~pc.string_is_ascii(texts).fill_null(True).to_numpy(zero_copy_only=False)).nonzero()[0]:
+        keys[i] = re.sub(r"\s+", " ", str(keys[i])).strip().casefold()
+    return pd.Series(keys, index=values.index, dtype=object)
 
 
 def _seen_before(texts: dict[str, pd.Series]) -> dict[str, tuple[Any, Any]]:
@@ -456,10 +476,7 @@ def validate_dataset(
     if not report.success:
         raise ValidationFailed(failure_message(report, str(data_path)))
     for split, frame in frames.items():
-        records: list[dict[str, object]] = [
-            {"text": t, "label": str(y)} for t, y in zip(frame[text_column], frame[label_column], strict=True)
-        ]
-        write_jsonl(records, out_dir / f"{split}.jsonl")
+        write_validated_split(out_dir, split, frame[text_column], frame[label_column])
     if profile_path is not None and update_reference:
         profile_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = profile_path.with_suffix(".tmp")
