@@ -60,7 +60,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def cluster_flags() -> argparse.ArgumentParser:
-    """The flags that shape the compiled pipeline itself, shared by ``compile`` and ``submit``."""
+    """The flags that shape the compiled pipeline itself, shared by ``compile``, ``submit`` and ``schedule``."""
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument(
         "--workspace-pvc",
