@@ -27,12 +27,8 @@ def run_arguments(args: argparse.Namespace) -> dict[str, object]:
     return {k: v for k, v in cfg.PipelineConfig().replace(**given).to_arguments().items() if k in given}
 
 
-def cmd_submit(args: argparse.Namespace) -> None:
-    """Compile the pipeline and submit a run of it with the given parameters."""
-    from pipelines.compile import compile_pipeline
-    from pipelines.submit import submit
-
-    # The run's steps run in pods: refuse what cannot work there before compiling or submitting.
+def pod_run(args: argparse.Namespace) -> cfg.PipelineConfig:
+    """The run's settings (the target's defaults and the flags given), refused if they cannot work in pods."""
     given = {name: getattr(args, name) for name in cfg.parameter_names() if getattr(args, name, None) is not None}
     run = cfg.profile(args.target).replace(**given)
     cfg.validate_settings(run)
@@ -45,6 +41,16 @@ def cmd_submit(args: argparse.Namespace) -> None:
         tracking_uri=run.registry.tracking_uri,
         state_dir=run.registry.state_dir,
     )
+    return run
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    """Compile the pipeline and submit a run of it with the given parameters."""
+    from pipelines.compile import compile_pipeline
+    from pipelines.submit import submit
+
+    # The run's steps run in pods: refuse what cannot work there before compiling or submitting.
+    run = pod_run(args)
     package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
     arguments = {**run_arguments(args), "git_commit": git.commit(Path.cwd())}
     run_id = submit(
@@ -53,8 +59,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r}")
 
 
-def _cluster_flags() -> argparse.ArgumentParser:
-    """The flags that shape the compiled pipeline itself, shared by ``compile`` and ``submit``."""
+def cluster_flags() -> argparse.ArgumentParser:
+    """The flags that shape the compiled pipeline itself, shared by ``compile``, ``submit`` and ``schedule``."""
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument(
         "--workspace-pvc",
@@ -111,6 +117,6 @@ def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser], cluste
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``compile`` and ``submit``, which share the flags that shape the compiled pipeline."""
-    cluster = _cluster_flags()
+    cluster = cluster_flags()
     _add_compile(sub, cluster)
     _add_submit(sub, cluster)

@@ -10,7 +10,7 @@ from bertops import config as cfg
 from bertops.env import configure_process
 from bertops.errors import BertopsError
 from bertops.redact import redact_credentials
-from cli import data, endpoints, kubeflow, models, run
+from cli import data, endpoints, kubeflow, models, run, schedule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run.add_parser(sub)
     kubeflow.add_parsers(sub)
+    schedule.add_parser(sub)
     data.add_parsers(sub)
     state = argparse.ArgumentParser(add_help=False)
     state.add_argument("--state-dir", default=cfg.RegistryConfig.state_dir)

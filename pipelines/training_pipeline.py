@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
 
-from bertops import cluster
+from bertops import cluster, triggers
 from bertops.config import profile
 from components.candidates.component import plan_candidates, select_winner
 from components.deploy.component import deploy
@@ -48,7 +48,8 @@ class PipelineOutputs(NamedTuple):
 
 
 # Run parameters that are not settings of a config group.
-EXTRA_PARAMETERS: dict[str, Any] = {"git_commit": "unknown"}
+# trigger: why the run started (bertops.triggers), recorded in the registered version's lineage.
+EXTRA_PARAMETERS: dict[str, Any] = {"git_commit": "unknown", "trigger": triggers.MANUAL}
 PIPELINE_DESCRIPTION = (
     "Validate, tokenize, fine-tune candidates, evaluate, pick the winner, register it; "
     "promote and deploy it if it beats the champion."

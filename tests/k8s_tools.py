@@ -199,6 +199,10 @@ def crd_json_schema(node: Any) -> Any:
 
 # Istio's security.istio.io CRDs (AuthorizationPolicy, RequestAuthentication), vendored with their source.
 ISTIO_SECURITY_CRDS = Path(__file__).resolve().parent / "upstream" / "istio-1.28.0-security-crds.yaml"
+# prometheus-operator's ServiceMonitor CRD (the chart's monitoring.serviceMonitor), vendored with its source.
+SERVICE_MONITOR_CRD = (
+    Path(__file__).resolve().parent / "upstream" / "prometheus-operator-0.93.0-servicemonitors-crd.yaml"
+)
 
 
 def kserve_crd_dir() -> Path:

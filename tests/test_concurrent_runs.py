@@ -58,7 +58,7 @@ RUN = textwrap.dedent(
         return component.python_func(**{k: v for k, v in given.items() if k in accepted})
 
     common = dict(model_name="news", state_dir=state, tracking_uri="", pipeline_run=run, git_commit="c",
-                  deploy_target="local", namespace="bertops")
+                  trigger="manual", deploy_target="local", namespace="bertops")
     decision = dsl.Artifact(uri=f"{out}.decision.json")
     promote = call(promotion_gate, winner_evaluation=dsl.Artifact(uri=evaluation),
                    tokenized=dsl.Dataset(uri=tokenized), promotion_metric="test.accuracy", promotion_margin=0.0,

@@ -14,7 +14,7 @@ def test_every_config_field_is_a_pipeline_parameter_with_the_same_default() -> N
     assert set(defaults) <= set(params)
     for name, value in defaults.items():
         assert params[name].default == value, name
-    assert set(params) - set(defaults) == {"git_commit"}
+    assert set(params) - set(defaults) == {"git_commit", "trigger"}
 
 
 def test_cli_flags_override_config() -> None:

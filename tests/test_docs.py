@@ -37,9 +37,21 @@ FILES = [
 ]
 RUN_NAMESPACES = {namespace for namespace, _ in cluster.RUN_IDENTITIES.values()}
 # Namespaces of the platform itself (Istio's gateway, Knative, KServe, the Trainer, cert-manager,
-# an MLflow server), which the docs read from but bertops puts nothing in.
-PLATFORM_NAMESPACES = {"istio-system", "knative-serving", "cert-manager", "kubeflow-system", "mlflow", "kserve"}
-ACCOUNTS = {account for _, account in cluster.RUN_IDENTITIES.values()} | {cluster.SERVING_SERVICE_ACCOUNT}
+# an MLflow server, Prometheus), which the docs read from but bertops puts nothing in.
+PLATFORM_NAMESPACES = {
+    "istio-system",
+    "knative-serving",
+    "cert-manager",
+    "kubeflow-system",
+    "mlflow",
+    "kserve",
+    "monitoring",
+}
+# Prometheus's account (kube-prometheus), which the chart's policies admit to /metrics and nothing runs as.
+SCRAPER_ACCOUNTS = {"prometheus-k8s"}
+ACCOUNTS = (
+    {account for _, account in cluster.RUN_IDENTITIES.values()} | {cluster.SERVING_SERVICE_ACCOUNT} | SCRAPER_ACCOUNTS
+)
 SECRETS = {secret.name: secret for secret in cluster.SECRETS}
 # Every `bertops-*` name that may appear: the table's, and the objects and files that are not
 # accounts or Secrets.
@@ -59,6 +71,8 @@ NAMES = (
         "bertops-workspace",  # the example PVC
         "bertops-query",  # the example query pod
         "bertops-data",  # .dvc/config's example bucket
+        "bertops-model-server",  # the ServiceMonitor
+        "bertops-grafana-dashboard",  # the dashboard's ConfigMap
     }
 )
 NAMESPACE_FLAG = re.compile(r"(?:\s-n|--namespace)[ =]\"?([A-Za-z0-9_.${}'|-]+)")

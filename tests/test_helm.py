@@ -187,8 +187,9 @@ def test_checkov_scans_the_rendered_chart_and_finds_no_failed_checks() -> None:
     (report,) = k8s_tools.checkov(REPO_ROOT / "helm", ["helm"], (CHART / "ci" / "gpu-values.yaml",))
     assert report["check_type"] == "helm"
     # Without helm on PATH (or with values that do not render) checkov scans nothing and passes.
-    # gpu-values.yaml renders every template: the platform's objects, the InferenceService and the Istio policies.
-    assert report["summary"]["resource_count"] >= len(PLATFORM_KINDS) + 1 + 3
+    # gpu-values.yaml renders every template: the platform's objects, the InferenceService, the Istio policies,
+    # the ServiceMonitor and the dashboard's ConfigMap.
+    assert report["summary"]["resource_count"] >= len(PLATFORM_KINDS) + 1 + 3 + 2
     assert report["summary"]["passed"] > 0
     assert [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]] == []
     skipped = report["results"]["skipped_checks"]

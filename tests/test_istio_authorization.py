@@ -252,6 +252,44 @@ def test_standard_mode_leaves_knative_out() -> None:
     assert istio_admits(objects, PREDICTOR, Request(PREDICT, mtls(NAMESPACE, cluster.PIPELINE_SERVICE_ACCOUNT)))
 
 
+@pytest.mark.parametrize("mode", ["Serverless", "Standard"])
+@pytest.mark.parametrize("neighbour", [[], [ALLOW_ALL]], ids=["alone", "beside-an-allow-all-policy"])
+def test_with_a_service_monitor_prometheus_may_read_the_metrics_and_nothing_else(
+    mode: str, neighbour: list[dict[str, Any]]
+) -> None:
+    values = {
+        "inferenceService": {"deploymentMode": mode},
+        "monitoring": {
+            "serviceMonitor": {"enabled": True},
+            "prometheus": {"namespace": "mon", "serviceAccount": "prom"},
+        },
+    }
+    objects = istio_objects(render(values)) + neighbour
+    prometheus = mtls("mon", "prom")
+    pipeline = mtls(NAMESPACE, cluster.PIPELINE_SERVICE_ACCOUNT)
+    assert istio_admits(objects, PREDICTOR, Request("/metrics", prometheus))
+    refused = [
+        Request(PREDICT, prometheus),
+        Request("/healthz", prometheus),
+        Request("/v2/repository/index", prometheus),
+        Request("/metrics", pipeline),
+        Request("/metrics", mtls("other", "prom")),
+        # Plaintext from outside the mesh: no identity at all.
+        Request("/metrics"),
+    ]
+    assert [r for r in refused if istio_admits(objects, PREDICTOR, r)] == []
+    assert istio_admits(objects, PREDICTOR, Request(PREDICT, pipeline))
+    # Knative's own accounts keep what they had.
+    knative = mode == "Serverless"
+    assert istio_admits(objects, PREDICTOR, Request("/metrics", AUTOSCALER)) is knative
+    assert istio_admits(objects, PREDICTOR, Request("/healthz", ACTIVATOR)) is knative
+
+
+def test_without_a_service_monitor_the_policies_are_unchanged_by_monitoring() -> None:
+    """The dashboard alone opens nothing (and the kustomize component still matches the chart)."""
+    assert istio_objects(render({"monitoring": {"dashboard": {"enabled": True}}})) == istio_objects(render())
+
+
 def test_without_a_token_issuer_callers_are_known_by_mtls_only() -> None:
     objects = istio_objects(render({"authorization": {"jwt": {"issuer": ""}}}))
     assert sorted(o["kind"] for o in objects) == ["AuthorizationPolicy", "AuthorizationPolicy"]

@@ -18,6 +18,7 @@ def register(
     state_dir: str,
     tracking_uri: str,
     git_commit: str,
+    trigger: str,
     pipeline_run: str,
     deploy_target: str,
     namespace: str,
@@ -46,6 +47,7 @@ def register(
             "git_commit": git_commit,
             "base_model": str(model.metadata.get("base_model", "")),
             "pipeline_run": pipeline_run,
+            "trigger": trigger,
             "candidate": str(model.metadata.get("candidate", "")),
         }
         gate = json.loads(Path(decision.path).read_text(encoding="utf-8"))
