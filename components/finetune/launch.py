@@ -15,7 +15,7 @@ from bertops.artifacts import write_training_record
 from bertops.config import FinetuneConfig, in_pod
 from bertops.k8s import load_api_client
 from components.finetune.config import LoopConfig, checkpoint_location
-from components.finetune.finetune import TrainResult, train
+from components.finetune.finetune import EvaluationHook, TrainResult, train
 from components.finetune.job_spec import TrainJobConfig, check_launcher
 from components.finetune.trainjob import job_namespace, train_on_cluster
 
@@ -46,6 +46,7 @@ def finetune_step(
     run_name: str = "",
     candidate_id: str = "",
     pod_gpus: str = "0",
+    on_evaluation: EvaluationHook | None = None,
 ) -> TrainResult:
     """Fine-tune with ``settings`` into ``out_dir`` on ``launcher``, then add ``model.onnx`` beside the model.
 
@@ -53,6 +54,8 @@ def finetune_step(
     (``run_name``) and candidate (``candidate_id``) checkpoints in its own directory below
     ``settings.checkpoint_dir``; left empty, the checkpoints beside the model are removed once
     the model is saved. ``pod_gpus`` above 0 in a Kubernetes pod makes local training require CUDA.
+    ``on_evaluation`` sees each evaluation as it happens (training here only: a cluster job's come
+    with its record).
     """
     check_launcher(launcher, run_name, job.workspace_pvc if job else "")
     # One run's candidates train at once: each needs its own checkpoints and its own job.
@@ -64,7 +67,7 @@ def finetune_step(
     if settings.checkpoint_dir:
         config.checkpoint_dir = str(Path(settings.checkpoint_dir) / (task_key or "run"))
     if launcher == "local":
-        result = train(tokenized_dir, out_dir, config)
+        result = train(tokenized_dir, out_dir, config, on_evaluation)
         if not settings.checkpoint_dir:
             # Beside a per-run artifact nothing can resume from them later: free the space.
             shutil.rmtree(checkpoint_location(out_dir, config), ignore_errors=True)
