@@ -45,39 +45,23 @@ def finetune(
     ``namespace``). Checkpoints go to ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``,
     where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
     KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA; ``finetune_step`` says the rest.
-    With the pipeline's MLflow run ``mlflow_run``, the candidate gets a child run with its settings and
-    its training curves, logged as it trains (best effort); the model's metadata names that run.
+    ``mlflow_run``: the pipeline's MLflow run, parent of the candidate's, logged to as it trains.
     """
-    from dataclasses import asdict
     from pathlib import Path
 
     from bertops.config import FinetuneConfig, fields_of
     from bertops.step import step
-    from bertops.tracking import start_candidate_run
-    from components.finetune.launch import METRICS, cluster_job, finetune_step
+    from components.finetune.launch import METRICS, cluster_job, finetune_step, start_tracking
 
     # The parameters named like FinetuneConfig's fields are its values: none is copied by hand.
     settings = FinetuneConfig(**fields_of(FinetuneConfig, locals()))
     with step("finetune"):
-        params = {**asdict(settings), "launcher": launcher}
-        tracked = start_candidate_run(mlflow_run, candidate_id or "candidate", params, state_dir, tracking_uri)
-        try:
-            result = finetune_step(
-                Path(tokenized.path),
-                Path(model.path),
-                settings,
-                launcher,
-                cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc),
-                checkpoint_name or run_name,
-                candidate_id,
-                pod_gpus,
-                tracked.log_evaluation,
-            )
-        except BaseException:
-            tracked.end(failed=True)
-            raise
-        tracked.log_result({name: float(getattr(result, name)) for name in METRICS})
-        tracked.end()
+        tracked = start_tracking(mlflow_run, candidate_id, settings, launcher, state_dir, tracking_uri)
+        result = finetune_step(
+            Path(tokenized.path), Path(model.path), settings, launcher,
+            cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc), checkpoint_name or run_name,
+            candidate_id, pod_gpus, tracked,
+        )  # fmt: skip
         model.metadata.update({"base_model": base_model, "framework": "transformers", "mlflow_run_id": tracked.run_id})
         for name in METRICS:
             metrics.log_metric(name, float(getattr(result, name)))

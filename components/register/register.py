@@ -20,6 +20,7 @@ from typing import Any
 
 from bertops.artifacts import CURVES_FILE, require_saved_model, training_record
 from bertops.champion_lock import champion_changed, current_champion
+from bertops.evaluation import ModelEvaluation, confusion_matrix_png
 from bertops.registry import experiment_id, open_client, set_champion
 from bertops.state_lock import state_lock
 from bertops.tracking import (
@@ -116,6 +117,38 @@ Classification of text like the training data (see the lineage's data version) i
 above. Texts are truncated to the training sequence length (`max_length`); quality on text unlike
 the training data is not measured.
 """
+
+
+def lineage(data_version: str, git_commit: str, pipeline_run: str, model_metadata: dict[str, Any]) -> dict[str, str]:
+    """Where a pipeline's model came from: data, code, base model, run and candidate."""
+    return {
+        "data_version": data_version,
+        "git_commit": git_commit,
+        "base_model": str(model_metadata.get("base_model", "")),
+        "pipeline_run": pipeline_run,
+        "candidate": str(model_metadata.get("candidate", "")),
+    }
+
+
+def decisions(selection: dict[str, Any], gate: dict[str, Any], promote: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The model card's decision sections and the version's reason tags, from the selection's
+    record (the winner evaluation's metadata) and the gate's decision."""
+    sections = {
+        "Candidate selection": f"{selection.get('reason', '')}\n\n{selection.get('table', '')}",
+        GATE_DECISION: f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
+    }
+    return sections, {"selection_reason": str(selection.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
+
+
+def run_files(scores: ModelEvaluation, evaluation: Path, validation_report: Path, scratch: Path) -> dict[str, Path]:
+    """The files a pipeline's registered version has beside it in its run: the evaluation (JSON and
+    the test split's confusion matrix, drawn into ``scratch``) and the validation report."""
+    confusion_matrix_png(scores.test, scratch / "confusion_matrix.png")
+    return {
+        "evaluation.json": evaluation,
+        "evaluation/confusion_matrix.png": scratch / "confusion_matrix.png",
+        "validation/report.html": validation_report,
+    }
 
 
 def _new_run(client: Any, submission: Submission, state_dir: str) -> str:
