@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 PIPELINE_RUN_TAG = "bertops.pipeline_run"
 CANDIDATE_TAG = "bertops.candidate"
+# The run's name as ``bertops run`` knows it (its checkpoint name), which the KFP job name is not.
+RUN_NAME_OF_PIPELINE_TAG = "bertops.run_name"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 # The training curves' metric names: ``training.<history key>`` at the history entry's step.
@@ -81,15 +83,18 @@ def curve_metrics(history: list[dict[str, Any]], timestamp: int = 0) -> list[Any
     ]
 
 
-def start_pipeline_run(pipeline_run: str, state_dir: str, tracking_uri: str) -> str:
-    """Start the pipeline's parent run; its id, or '' (with a warning) when the tracking server does not answer."""
+def start_pipeline_run(pipeline_run: str, state_dir: str, tracking_uri: str, run_name: str = "") -> str:
+    """Start the pipeline's parent run; its id, or '' (with a warning) when the tracking server does not answer.
+
+    ``run_name``: the name the caller knows the run by (``fail_unfinished_runs`` finds it by that).
+    """
+    tags = {RUN_NAME_TAG: pipeline_run, PIPELINE_RUN_TAG: pipeline_run}
+    if run_name:
+        tags[RUN_NAME_OF_PIPELINE_TAG] = run_name
     try:
         with quick_retries():
             client = open_client(tracking_uri, state_dir)
-            run = client.create_run(
-                experiment_id(client, state_dir),
-                tags={RUN_NAME_TAG: pipeline_run, PIPELINE_RUN_TAG: pipeline_run},
-            )
+            run = client.create_run(experiment_id(client, state_dir), tags=tags)
     except Exception as exc:  # noqa: BLE001 - tracking is best effort; register reports a real failure
         log.warning("MLflow: no pipeline run recorded (%s); the run goes on", exc)
         return ""
@@ -211,3 +216,18 @@ def fail_pipeline_run(parent_run_id: str, state_dir: str, tracking_uri: str) -> 
             open_client(tracking_uri, state_dir).set_terminated(parent_run_id, "FAILED")
     except Exception as exc:  # noqa: BLE001 - the step's own failure is what gets reported
         log.warning("MLflow: could not mark the pipeline's run %s failed (%s)", parent_run_id, exc)
+
+
+def fail_unfinished_runs(run_name: str, state_dir: str, tracking_uri: str) -> None:
+    """Mark the MLflow runs of the pipeline run ``run_name`` that are still RUNNING as FAILED: a step
+    failed before register could end them. Best effort."""
+    if not run_name:
+        return
+    try:
+        with quick_retries():
+            client = open_client(tracking_uri, state_dir)
+            query = f"tags.`{RUN_NAME_OF_PIPELINE_TAG}` = '{run_name}' and attributes.status = 'RUNNING'"
+            for run in client.search_runs([experiment_id(client, state_dir)], query):
+                client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001 - the step's own failure is what gets reported
+        log.warning("MLflow: could not mark the runs of %s failed (%s)", run_name, exc)

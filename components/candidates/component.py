@@ -17,13 +17,15 @@ def plan_candidates(
     epochs: int,
     max_steps: int,
     pipeline_run: str,
+    checkpoint_name: str,
     state_dir: str,
     tracking_uri: str,
 ) -> NamedTuple("PlanOutputs", [("candidates", list), ("mlflow_run", str)]):  # type: ignore[valid-type]
     """Complete each candidate with the run's defaults; the ParallelFor iterates over the result.
 
     The pipeline's first step, it starts the pipeline's MLflow run (``mlflow_run``: its id, '' when
-    the tracking server does not answer), the parent of the candidates' runs, which register ends.
+    the tracking server does not answer), the parent of the candidates' runs, which register ends;
+    ``checkpoint_name`` is the run's name for ``bertops run`` (which marks the run FAILED if a step fails).
     """
     from collections import namedtuple
 
@@ -41,7 +43,7 @@ def plan_candidates(
         }
         planned = plan(candidates, defaults)
         PlanOutputs = namedtuple("PlanOutputs", ["candidates", "mlflow_run"])
-        return PlanOutputs(planned, start_pipeline_run(pipeline_run, state_dir, tracking_uri))
+        return PlanOutputs(planned, start_pipeline_run(pipeline_run, state_dir, tracking_uri, checkpoint_name))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
