@@ -1,6 +1,7 @@
 """The evaluation contract: metrics of a model on the held-out splits, how they are computed and stored.
 
-Written by the evaluate step, read by candidate selection, the promotion gate and registration.
+Written by the evaluate step, read by candidate selection, the promotion gate and registration
+(which draws the winner's confusion matrix for its MLflow run, as evaluate does for the Kubeflow UI).
 """
 
 from __future__ import annotations
@@ -138,3 +139,27 @@ def load_evaluation(path: Path) -> ModelEvaluation:
     """Read an evaluation written by ``save_evaluation``."""
     raw = json.loads(path.read_text(encoding="utf-8"))
     return ModelEvaluation(Evaluation(**raw["validation"]), Evaluation(**raw["test"]), float(raw["batch_latency_ms"]))
+
+
+def confusion_matrix_png(result: Evaluation, path: Path, title: str = "Confusion matrix (test split)") -> None:
+    """Draw the confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.9 * len(result.labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(result.confusion_matrix, cmap="Blues")
+    ax.set_xticks(range(len(result.labels)), result.labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(result.labels)), result.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    peak = max((max(row) for row in result.confusion_matrix), default=0)
+    for i, row in enumerate(result.confusion_matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -17,6 +17,7 @@ from bertops.registry import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 LINEAGE_TAGS = ("data_version", "git_commit", "pipeline_run", "base_model", "candidate", "promoted")
 
@@ -27,6 +28,7 @@ class VersionSummary:
 
     version: str
     champion: bool
+    aliases: list[str]
     test_accuracy: float | None
     data_version: str
     git_commit: str
@@ -44,9 +46,26 @@ def _client(name: str, state_dir: str, tracking_uri: str) -> MlflowClient:
     return client
 
 
+def _aliases(client: MlflowClient, name: str) -> dict[str, list[str]]:
+    """Version -> its aliases (``search_model_versions`` leaves them out)."""
+    from mlflow.exceptions import MlflowException
+
+    by_version: dict[str, list[str]] = {}
+    for alias, version in sorted((client.get_registered_model(name).aliases or {}).items()):
+        by_version.setdefault(str(version), []).append(alias)
+    try:
+        champion = str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version)
+    except MlflowException:
+        return by_version
+    if CHAMPION_ALIAS not in by_version.get(champion, []):
+        by_version.setdefault(champion, []).insert(0, CHAMPION_ALIAS)
+    return by_version
+
+
 def list_versions(name: str, state_dir: str = ".bertops", tracking_uri: str = "") -> list[VersionSummary]:
     """Every version of ``name``, newest first."""
     client = _client(name, state_dir, tracking_uri)
+    aliases = _aliases(client, name)
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), reverse=True)
     out = []
     for v in versions:
@@ -54,7 +73,8 @@ def list_versions(name: str, state_dir: str = ".bertops", tracking_uri: str = ""
         out.append(
             VersionSummary(
                 version=str(v.version),
-                champion=CHAMPION_ALIAS in (v.aliases or []),
+                champion=CHAMPION_ALIAS in aliases.get(str(v.version), []),
+                aliases=aliases.get(str(v.version), []),
                 test_accuracy=float(accuracy) if accuracy else None,
                 data_version=v.tags.get("data_version", ""),
                 git_commit=v.tags.get("git_commit", ""),
@@ -64,24 +84,38 @@ def list_versions(name: str, state_dir: str = ".bertops", tracking_uri: str = ""
     return out
 
 
-def show_version(name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:
-    """The lineage of one version: data md5, commit, run, base model, metrics, and why it was (not) promoted."""
+def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """Version ``version`` of ``name``: a number, or an alias such as ``champion`` (``BertopsError`` if none)."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(name, state_dir, tracking_uri)
     try:
-        v = client.get_model_version(name, version)
+        if version.isdigit():
+            return client.get_model_version(name, version)
+        return client.get_model_version_by_alias(name, version)
     except MlflowException as exc:
-        raise BertopsError(f"{name} has no version {version!r}") from exc
-    lines = [f"{name} version {v.version}{'  [champion]' if CHAMPION_ALIAS in (v.aliases or []) else ''}"]
-    lines += [f"  {tag:<16}{v.tags.get(tag, '')}" for tag in LINEAGE_TAGS]
-    lines += [f"  {'mlflow run':<16}{v.run_id}", f"  {'artifacts':<16}{v.source}"]
-    lines += [
-        f"  {'selection':<16}{v.tags.get('selection_reason', '')}",
-        f"  {'gate':<16}{v.tags.get('gate_reason', '')}",
-    ]
+        raise BertopsError(f"{name} has no version or alias {version!r} (see `bertops models list`)") from exc
+
+
+def _rows(pairs: list[tuple[str, str]], width: int, indent: str) -> list[str]:
+    """``name  value`` lines, the values aligned at ``width`` or, past a longer name, after it."""
+    width = max([width, *(len(k) + 2 for k, _ in pairs)])
+    return [f"{indent}{k:<{width}}{v}" for k, v in pairs]
+
+
+def show_version(name: str, version: str, state_dir: str = ".bertops", tracking_uri: str = "") -> str:
+    """The lineage of one version (a number or an alias): data md5, commit, run, base model, metrics,
+    and why it was (not) promoted."""
+    client = _client(name, state_dir, tracking_uri)
+    v = get_version(client, name, version)
+    aliases = _aliases(client, name).get(str(v.version), [])
+    lines = [f"{name} version {v.version}{''.join(f'  [{a}]' for a in aliases)}"]
+    pairs = [(tag, v.tags.get(tag, "")) for tag in LINEAGE_TAGS]
+    pairs += [("mlflow run", str(v.run_id)), ("artifacts", str(v.source))]
+    pairs += [("selection", v.tags.get("selection_reason", "")), ("gate", v.tags.get("gate_reason", ""))]
+    lines += _rows(pairs, 16, "  ")
     lines.append("  metrics")
-    lines += [f"    {k:<28}{value:.4f}" for k, value in sorted(version_metrics(client, name, version).items())]
+    metrics = sorted(version_metrics(client, name, str(v.version)).items())
+    lines += _rows([(k, f"{value:.4f}") for k, value in metrics], 28, "    ")
     return "\n".join(lines)
 
 

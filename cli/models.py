@@ -13,11 +13,14 @@ def _print_versions(name: str, state: str, uri: str) -> None:
     from bertops import models
 
     rows = models.list_versions(name, state, uri)
-    print(f"{'VERSION':<8} {'CHAMPION':<9} {'TEST ACC':<9} {'DATA':<44} COMMIT")
+    data_width = max([len("DATA"), *(len(row.data_version) for row in rows)])
+    print(f"{'VERSION':<8} {'ALIASES':<16} {'TEST ACC':<9} {'DATA':<{data_width}} COMMIT")
     for row in rows:
         accuracy = f"{row.test_accuracy:.4f}" if row.test_accuracy is not None else "-"
-        champion = "yes" if row.champion else ""
-        print(f"{row.version:<8} {champion:<9} {accuracy:<9} {row.data_version:<44} {row.git_commit[:12]}")
+        aliases = ",".join(row.aliases) or "-"
+        print(
+            f"{row.version:<8} {aliases:<16} {accuracy:<9} {row.data_version:<{data_width}} {row.git_commit[:12] or '-'}"
+        )
 
 
 def _change_champion(args: argparse.Namespace) -> str:
@@ -92,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], state: 
     """``models``; ``state`` carries ``--state-dir``."""
     mods = sub.add_parser("models", parents=[state], help="registered versions: list, show, promote, rollback")
     mods.add_argument("action", choices=["list", "show", "promote", "rollback"])
-    mods.add_argument("version", nargs="?", help="version for show and promote")
+    mods.add_argument("version", nargs="?", help="version for show (a number or an alias, e.g. champion) and promote")
     mods.add_argument("--model-name", default=cfg.RegistryConfig.model_name)
     mods.add_argument("--tracking-uri", default="", help="MLflow tracking URI (empty: sqlite under --state-dir)")
     mods.add_argument(

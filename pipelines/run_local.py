@@ -26,6 +26,7 @@ from bertops.config import PipelineConfig
 from bertops.errors import BertopsError
 from bertops.redact import redact_credentials
 from bertops.step import ERROR_FILE_ENV
+from bertops.tracking import fail_unfinished_runs
 from pipelines import run_records
 from pipelines.task_group import tasks_die_with_this_process
 
@@ -229,6 +230,7 @@ def run_local(
             outputs = _run_pipeline(build_pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
     except BaseException:
         run_records.write(recorded, run_records.FAILED)
+        fail_unfinished_runs(config.train.checkpoint_name, str(state_dir), config.registry.tracking_uri)
         raise
     finally:
         _drop_handlers_writing_to(_StepLogFilter)

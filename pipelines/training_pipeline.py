@@ -102,14 +102,17 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int) -> PipelineOutputs:
     # Pulling from an S3 DVC remote in a pod. The local runner ignores Kubernetes settings.
     use_secret(validated, cluster.DVC_SECRET)
     tokenized = call(tokenize, p, dataset=validated.outputs["dataset"])
-    planned = call(plan_candidates, p)
-    with dsl.ParallelFor(planned.output) as candidate:
-        trained = finetune_task(p, candidate, validated, tokenized, finetune_retries)
+    planned = call(plan_candidates, p, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    # Each run gets its own MLflow run, which a cached plan would share.
+    planned.set_caching_options(False)
+    mlflow_run = planned.outputs["mlflow_run"]
+    with dsl.ParallelFor(planned.outputs["candidates"]) as candidate:
+        trained = finetune_task(p, candidate, validated, tokenized, finetune_retries, mlflow_run)
         evaluated = call(evaluate, p, model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"])
     selected = call(
         select_winner,
         p,
-        candidates=planned.output,
+        candidates=planned.outputs["candidates"],
         models=dsl.Collected(trained.outputs["model"]),
         evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
     )
@@ -131,6 +134,8 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int) -> PipelineOutputs:
         data_version=validated.outputs["data_version"],
         promote=gate.outputs["Output"],
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        mlflow_run=mlflow_run,
+        validation_report=validated.outputs["report"],
     )
     registered.set_caching_options(False)
     # With a tracking server that does not proxy artifacts, MLflow writes the model to S3 itself.
@@ -146,7 +151,9 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int) -> PipelineOutputs:
     )
 
 
-def finetune_task(p: dict[str, Any], candidate: Any, validated: Any, tokenized: Any, finetune_retries: int) -> Any:
+def finetune_task(
+    p: dict[str, Any], candidate: Any, validated: Any, tokenized: Any, finetune_retries: int, mlflow_run: Any
+) -> Any:
     """One candidate's finetune task, placed on a GPU node by the run parameters."""
     trained = call(
         finetune,
@@ -162,6 +169,7 @@ def finetune_task(p: dict[str, Any], candidate: Any, validated: Any, tokenized: 
         gpus_per_node=p["train_gpus_per_node"],
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         candidate_id=candidate.id,
+        mlflow_run=mlflow_run,
         # Above 0 the task must train on CUDA (a pod whose GPU does not work fails, loudly).
         pod_gpus=validated.outputs["finetune_gpus"],
     )

@@ -7,8 +7,7 @@ import pytest
 
 from bertops.artifacts import load_texts
 from bertops.errors import BertopsError
-from bertops.evaluation import load_evaluation, save_evaluation
-from components.evaluate.evaluate import confusion_matrix_png
+from bertops.evaluation import confusion_matrix_png, load_evaluation, save_evaluation
 from serving.config import ServingConfig
 from serving.predictor import TextClassifierPredictor
 from serving.scoring import dataset_columns, evaluate_model

@@ -1,6 +1,6 @@
 """KFP components: expand the candidate list before the ParallelFor, pick the winner after it."""
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Markdown, Model, Output
@@ -10,10 +10,27 @@ from bertops.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def plan_candidates(
-    candidates: list, base_model: str, learning_rate: float, batch_size: int, epochs: int, max_steps: int
-) -> list:
-    """Complete each candidate with the run's defaults; the ParallelFor iterates over the result."""
+    candidates: list,
+    base_model: str,
+    learning_rate: float,
+    batch_size: int,
+    epochs: int,
+    max_steps: int,
+    pipeline_run: str,
+    checkpoint_name: str,
+    state_dir: str,
+    tracking_uri: str,
+) -> NamedTuple("PlanOutputs", [("candidates", list), ("mlflow_run", str)]):  # type: ignore[valid-type]
+    """Complete each candidate with the run's defaults; the ParallelFor iterates over the result.
+
+    The pipeline's first step, it starts the pipeline's MLflow run (``mlflow_run``: its id, '' when
+    the tracking server does not answer), the parent of the candidates' runs, which register ends;
+    ``checkpoint_name`` is the run's name for ``bertops run`` (which marks the run FAILED if a step fails).
+    """
+    from collections import namedtuple
+
     from bertops.step import step
+    from bertops.tracking import start_pipeline_run
     from components.candidates.candidates import plan_candidates as plan
 
     with step("plan-candidates"):
@@ -24,7 +41,9 @@ def plan_candidates(
             "epochs": epochs,
             "max_steps": max_steps,
         }
-        return plan(candidates, defaults)
+        planned = plan(candidates, defaults)
+        PlanOutputs = namedtuple("PlanOutputs", ["candidates", "mlflow_run"])
+        return PlanOutputs(planned, start_pipeline_run(pipeline_run, state_dir, tracking_uri, checkpoint_name))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -22,9 +22,8 @@ def evaluate(
     import tempfile
     from pathlib import Path
 
-    from bertops.evaluation import save_evaluation
+    from bertops.evaluation import confusion_matrix_png, save_evaluation
     from bertops.step import step
-    from components.evaluate.evaluate import confusion_matrix_png
     from serving.scoring import evaluate_model
 
     with step("evaluate"):

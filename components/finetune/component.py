@@ -34,6 +34,9 @@ def finetune(
     checkpoint_name: str = "",
     candidate_id: str = "",
     pod_gpus: str = "0",
+    mlflow_run: str = "",
+    state_dir: str = ".bertops",
+    tracking_uri: str = "",
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
@@ -42,27 +45,24 @@ def finetune(
     ``namespace``). Checkpoints go to ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``,
     where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
     KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA; ``finetune_step`` says the rest.
+    ``mlflow_run``: the pipeline's MLflow run, parent of the candidate's, logged to as it trains.
     """
     from pathlib import Path
 
     from bertops.config import FinetuneConfig, fields_of
     from bertops.step import step
-    from components.finetune.launch import METRICS, cluster_job, finetune_step
+    from components.finetune.launch import METRICS, cluster_job, finetune_step, start_tracking
 
     # The parameters named like FinetuneConfig's fields are its values: none is copied by hand.
     settings = FinetuneConfig(**fields_of(FinetuneConfig, locals()))
     with step("finetune"):
+        tracked = start_tracking(mlflow_run, candidate_id, settings, launcher, state_dir, tracking_uri)
         result = finetune_step(
-            Path(tokenized.path),
-            Path(model.path),
-            settings,
-            launcher,
-            cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc),
-            checkpoint_name or run_name,
-            candidate_id,
-            pod_gpus,
-        )
-        model.metadata.update({"base_model": base_model, "framework": "transformers"})
+            Path(tokenized.path), Path(model.path), settings, launcher,
+            cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc), checkpoint_name or run_name,
+            candidate_id, pod_gpus, tracked,
+        )  # fmt: skip
+        model.metadata.update({"base_model": base_model, "framework": "transformers", "mlflow_run_id": tracked.run_id})
         for name in METRICS:
             metrics.log_metric(name, float(getattr(result, name)))
         if result.onnx_max_abs_diff is not None:

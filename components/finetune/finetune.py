@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -74,7 +74,13 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def train(tokenized_dir: Path, out_dir: Path, config: LoopConfig) -> TrainResult:
+# Called with each evaluation's history entry, on rank 0, while the run trains (e.g. to log it to MLflow).
+EvaluationHook = Callable[[dict[str, float]], None]
+
+
+def train(
+    tokenized_dir: Path, out_dir: Path, config: LoopConfig, on_evaluation: EvaluationHook | None = None
+) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``tokenized_dir``'s train split and save it to ``out_dir``.
 
     ``out_dir`` receives a ``save_pretrained`` model with its tokenizer and ``id2label``, plus
@@ -89,7 +95,7 @@ def train(tokenized_dir: Path, out_dir: Path, config: LoopConfig) -> TrainResult
 
         torch.set_num_threads(training_threads(config))
     try:
-        run = TrainingRun(tokenized_dir, out_dir, config, ctx, device)
+        run = TrainingRun(tokenized_dir, out_dir, config, ctx, device, on_evaluation)
         for _ in run.steps():
             pass
         return run.finish()
@@ -131,7 +137,13 @@ class TrainingRun:
     """
 
     def __init__(
-        self, tokenized_dir: Path, out_dir: Path, config: LoopConfig, ctx: DistContext, device: torch.device
+        self,
+        tokenized_dir: Path,
+        out_dir: Path,
+        config: LoopConfig,
+        ctx: DistContext,
+        device: torch.device,
+        on_evaluation: EvaluationHook | None = None,
     ) -> None:
         import torch
         from transformers import set_seed as hf_set_seed
@@ -142,7 +154,7 @@ class TrainingRun:
             if problem:
                 raise BertopsError(problem)
         self.config, self.ctx, self.device, self.out_dir = config, ctx, device, out_dir
-        self.tokenized_dir = tokenized_dir
+        self.tokenized_dir, self.on_evaluation = tokenized_dir, on_evaluation
         self.checkpoint_dir = checkpoint_location(out_dir, config)
         # The same seed on every rank: identical head init, batch order and (per rank) dropout stream.
         hf_set_seed(config.seed)
@@ -283,6 +295,8 @@ class TrainingRun:
             "learning_rate": self.scheduler.get_last_lr()[0],
         }
         self.history.append(entry)
+        if self.on_evaluation is not None and self.ctx.is_main:
+            self.on_evaluation(entry)
         self.loss_sum.zero_()
         self.loss_count = 0
         if accuracy > self.best_accuracy + self.config.min_delta:

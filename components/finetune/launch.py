@@ -14,6 +14,7 @@ from pathlib import Path
 from bertops.artifacts import write_training_record
 from bertops.config import FinetuneConfig, in_pod
 from bertops.k8s import load_api_client
+from bertops.tracking import CandidateRun, start_candidate_run
 from components.finetune.config import LoopConfig, checkpoint_location
 from components.finetune.finetune import TrainResult, train
 from components.finetune.job_spec import TrainJobConfig, check_launcher
@@ -46,6 +47,7 @@ def finetune_step(
     run_name: str = "",
     candidate_id: str = "",
     pod_gpus: str = "0",
+    tracked: CandidateRun | None = None,
 ) -> TrainResult:
     """Fine-tune with ``settings`` into ``out_dir`` on ``launcher``, then add ``model.onnx`` beside the model.
 
@@ -53,7 +55,32 @@ def finetune_step(
     (``run_name``) and candidate (``candidate_id``) checkpoints in its own directory below
     ``settings.checkpoint_dir``; left empty, the checkpoints beside the model are removed once
     the model is saved. ``pod_gpus`` above 0 in a Kubernetes pod makes local training require CUDA.
+    ``tracked``: the candidate's MLflow run, which gets the evaluations as they happen (when training
+    here; a cluster job's come with its record, which register logs), the result, and its end.
     """
+    tracked = tracked or CandidateRun(None, "")
+    try:
+        result = _train(tokenized_dir, out_dir, settings, launcher, job, run_name, candidate_id, pod_gpus, tracked)
+    except BaseException:
+        tracked.end(failed=True)
+        raise
+    tracked.log_result({name: float(getattr(result, name)) for name in METRICS})
+    tracked.end()
+    return result
+
+
+def _train(
+    tokenized_dir: Path,
+    out_dir: Path,
+    settings: FinetuneConfig,
+    launcher: str,
+    job: TrainJobConfig | None,
+    run_name: str,
+    candidate_id: str,
+    pod_gpus: str,
+    tracked: CandidateRun,
+) -> TrainResult:
+    """``finetune_step``'s training and export."""
     check_launcher(launcher, run_name, job.workspace_pvc if job else "")
     # One run's candidates train at once: each needs its own checkpoints and its own job.
     task_key = "/".join(part for part in (run_name, candidate_id) if part)
@@ -64,7 +91,7 @@ def finetune_step(
     if settings.checkpoint_dir:
         config.checkpoint_dir = str(Path(settings.checkpoint_dir) / (task_key or "run"))
     if launcher == "local":
-        result = train(tokenized_dir, out_dir, config)
+        result = train(tokenized_dir, out_dir, config, tracked.log_evaluation)
         if not settings.checkpoint_dir:
             # Beside a per-run artifact nothing can resume from them later: free the space.
             shutil.rmtree(checkpoint_location(out_dir, config), ignore_errors=True)
@@ -74,6 +101,14 @@ def finetune_step(
             tokenized_dir, out_dir, config, replace(job, kind=launcher), task_key, load_api_client()
         )
     return export_onnx_beside(out_dir, result)
+
+
+def start_tracking(
+    mlflow_run: str, candidate_id: str, settings: FinetuneConfig, launcher: str, state_dir: str, tracking_uri: str
+) -> CandidateRun:
+    """The candidate's MLflow run below the pipeline's ``mlflow_run``, its settings as parameters (best effort)."""
+    params = {**asdict(settings), "launcher": launcher}
+    return start_candidate_run(mlflow_run, candidate_id or "candidate", params, state_dir, tracking_uri)
 
 
 def cluster_job(namespace: str, num_nodes: int, gpus_per_node: int, workspace_pvc: str) -> TrainJobConfig:

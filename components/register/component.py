@@ -1,7 +1,7 @@
 """KFP component: register the run's winner in MLflow and publish its model card."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Model, Output
+from kfp.dsl import HTML, Artifact, Input, Markdown, Model, Output
 
 from bertops.images import CPU_IMAGE
 
@@ -11,7 +11,10 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     decision: Input[Artifact],
+    validation_report: Input[HTML],
     data_version: str,
+    data_path: str,
+    data_remote: str,
     promote: bool,
     max_length: int,
     model_name: str,
@@ -23,42 +26,38 @@ def register(
     deploy_target: str,
     namespace: str,
     model_card: Output[Markdown],
+    mlflow_run: str = "",
 ) -> str:
     """Register the winner with its metrics, parameters, lineage and the reasons it was chosen;
     returns the new version. The ``champion`` alias moves to it only if the gate said so and the
     champion is still the one the gate compared against (under the model's lock: a Lease in
-    ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file)."""
+    ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file). The version
+    points at the winner's MLflow run, a child of the pipeline's run ``mlflow_run``, which ends here."""
     import json
+    import tempfile
     from pathlib import Path
 
     from bertops.artifacts import training_record
     from bertops.champion_lock import champion_lock
     from bertops.evaluation import load_evaluation
     from bertops.step import step
-    from components.register.register import GATE_DECISION, GATE_REASON_TAG, Submission, register_model
+    from components.register.register import Submission, decisions, lineage, register_model, run_files
 
-    with step("register"):
-        metrics = load_evaluation(Path(evaluation.path)).flat()
+    with step("register"), tempfile.TemporaryDirectory() as scratch:
+        scores = load_evaluation(Path(evaluation.path))
+        metrics = scores.flat()
         training = training_record(Path(model.path))
         metrics.update({f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)})
-        params = {"max_length": max_length, **{k: v for k, v in model.metadata.items() if k != "framework"}}
-        lineage = {
-            "data_version": data_version,
-            "git_commit": git_commit,
-            "base_model": str(model.metadata.get("base_model", "")),
-            "pipeline_run": pipeline_run,
-            "trigger": trigger,
-            "candidate": str(model.metadata.get("candidate", "")),
-        }
+        internal = ("framework", "mlflow_run_id")
+        params = {"max_length": max_length, **{k: v for k, v in model.metadata.items() if k not in internal}}
+        origin = lineage(data_version, git_commit, pipeline_run, model.metadata, trigger)
         gate = json.loads(Path(decision.path).read_text(encoding="utf-8"))
-        decisions = {
-            "Candidate selection": f"{evaluation.metadata.get('reason', '')}\n\n{evaluation.metadata.get('table', '')}",
-            GATE_DECISION: f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
-        }
-        reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
+        why, reasons = decisions(evaluation.metadata, gate, promote)
+        files = run_files(scores, Path(evaluation.path), Path(validation_report.path), Path(scratch))
         submission = Submission(
-            Path(model.path), model_name, metrics, params, lineage, decisions, reasons,
-            files={"evaluation.json": Path(evaluation.path)},
+            Path(model.path), model_name, metrics, params, origin, why, reasons, files,
+            run_id=str(model.metadata.get("mlflow_run_id", "")), parent_run_id=mlflow_run,
+            data_source=data_remote or str(Path(data_path).resolve()),
         )  # fmt: skip
         what = f"register {model_name} for run {pipeline_run}"
         lock = champion_lock(model_name, state_dir, what, deploy_target, namespace) if promote else None

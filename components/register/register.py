@@ -11,7 +11,8 @@ run has replaced since registers its version without promoting it.
 from __future__ import annotations
 
 import logging
-import math
+import shutil
+import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,14 +20,27 @@ from typing import Any
 
 from bertops.artifacts import CURVES_FILE, require_saved_model, training_record
 from bertops.champion_lock import champion_changed, current_champion
+from bertops.evaluation import ModelEvaluation, confusion_matrix_png
 from bertops.registry import experiment_id, open_client, set_champion
 from bertops.state_lock import state_lock
+from bertops.tracking import (
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    curve_metrics,
+    dataset_input,
+    fail_pipeline_run,
+    finish_pipeline_run,
+    typed_params,
+)
+from serving.mlflow_model import write_mlflow_files
 
 log = logging.getLogger(__name__)
 
 # The model card's section on the promotion gate, and the version tag with the gate's reason.
 GATE_DECISION = "Promotion gate"
 GATE_REASON_TAG = "gate_reason"
+# The run's artifact folder with the model: what the server loads, and an MLflow model.
+MODEL_ARTIFACT = "model"
 
 
 @dataclass
@@ -36,7 +50,10 @@ class Submission:
     ``lineage`` holds at least ``data_version``, ``git_commit``, ``base_model`` and
     ``pipeline_run``; ``decisions`` (title -> Markdown: candidate selection, promotion gate) go
     into the model card; ``tags`` are extra version tags; ``files`` (name -> local file) are
-    logged beside the model as run artifacts, e.g. the evaluation.
+    logged beside the model as run artifacts, e.g. the evaluation. ``run_id`` is the candidate's run
+    (logged to while it trained; '' or gone: a new run), ``parent_run_id`` the pipeline's run, ended
+    once the version exists; ``data_source`` (where the data came from) logs the data as the run's
+    input, its digest the lineage's ``data_version``.
     """
 
     model_dir: Path
@@ -47,6 +64,9 @@ class Submission:
     decisions: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    run_id: str = ""
+    parent_run_id: str = ""
+    data_source: str = ""
 
 
 @dataclass
@@ -70,7 +90,7 @@ def model_card(
 ) -> str:
     """A Markdown model card: what the model is, how it was trained, how well it did, and why it was chosen."""
     metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
-    param_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
+    param_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(typed_params(params).items()))
     lineage_rows = "\n".join(f"| {k} | `{v}` |" for k, v in sorted(lineage.items()))
     decision_text = "".join(f"\n## {title}\n{text}\n" for title, text in (decisions or {}).items())
     return f"""# Model card: {name}
@@ -99,51 +119,122 @@ the training data is not measured.
 """
 
 
-def training_curves(model_dir: Path) -> list[Any]:
-    """The fine-tuning history as MLflow metrics with their steps (empty if there is none).
+def lineage(
+    data_version: str, git_commit: str, pipeline_run: str, model_metadata: dict[str, Any], trigger: str
+) -> dict[str, str]:
+    """Where a pipeline's model came from: data, code, base model, run, why the run started, and candidate."""
+    return {
+        "data_version": data_version,
+        "git_commit": git_commit,
+        "base_model": str(model_metadata.get("base_model", "")),
+        "pipeline_run": pipeline_run,
+        "trigger": trigger,
+        "candidate": str(model_metadata.get("candidate", "")),
+    }
 
-    Logged as step series (``train_loss``, ``val_loss``, ``val_accuracy``, ``learning_rate``),
-    MLflow draws the curves itself beside ``curves.png``.
-    """
-    from mlflow.entities import Metric
 
-    return [
-        Metric(f"training.{key}", float(value), 0, int(entry["step"]))
-        for entry in training_record(model_dir).get("history", [])
-        for key, value in entry.items()
-        if key not in ("step", "epoch") and math.isfinite(float(value))
-    ]
+def decisions(selection: dict[str, Any], gate: dict[str, Any], promote: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The model card's decision sections and the version's reason tags, from the selection's
+    record (the winner evaluation's metadata) and the gate's decision."""
+    sections = {
+        "Candidate selection": f"{selection.get('reason', '')}\n\n{selection.get('table', '')}",
+        GATE_DECISION: f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
+    }
+    return sections, {"selection_reason": str(selection.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
+
+
+def run_files(scores: ModelEvaluation, evaluation: Path, validation_report: Path, scratch: Path) -> dict[str, Path]:
+    """The files a pipeline's registered version has beside it in its run: the evaluation (JSON and
+    the test split's confusion matrix, drawn into ``scratch``) and the validation report."""
+    confusion_matrix_png(scores.test, scratch / "confusion_matrix.png")
+    return {
+        "evaluation.json": evaluation,
+        "evaluation/confusion_matrix.png": scratch / "confusion_matrix.png",
+        "validation/report.html": validation_report,
+    }
+
+
+def _new_run(client: Any, submission: Submission, state_dir: str) -> str:
+    """A run of its own for a model that has none (trained outside a pipeline run, or untracked while it trained)."""
+    tags = {RUN_NAME_TAG: f"{submission.model_name}-{submission.lineage.get('pipeline_run', '')}"}
+    if submission.parent_run_id:
+        tags[PARENT_TAG] = submission.parent_run_id
+    return str(client.create_run(experiment_id(client, state_dir), tags=tags).info.run_id)
+
+
+def _model_run(client: Any, submission: Submission, state_dir: str) -> str:
+    """The run the version will point at: the candidate's own run when it has one, else a new one."""
+    from mlflow.exceptions import MlflowException
+
+    if submission.run_id:
+        try:
+            return str(client.get_run(submission.run_id).info.run_id)
+        except MlflowException as exc:
+            log.warning("candidate run %s is gone (%s): registering from a new run", submission.run_id, exc)
+    return _new_run(client, submission, state_dir)
+
+
+def _missing_curve_points(client: Any, run_id: str, model_dir: Path) -> list[Any]:
+    """The training curves' points the run lacks (a candidate's run has those logged while it trained)."""
+    points = curve_metrics(training_record(model_dir).get("history", []))
+    logged = {(key, m.step) for key in {p.key for p in points} for m in client.get_metric_history(run_id, key)}
+    return [p for p in points if (p.key, p.step) not in logged]
+
+
+def _log_values(client: Any, run_id: str, submission: Submission) -> None:
+    """Metrics, parameters (those the run does not have yet: they cannot change), lineage tags, the curves."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    known = client.get_run(run_id).data.params
+    params = {k: v for k, v in typed_params(submission.params).items() if k not in known}
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), 0, 0) for k, v in submission.metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in submission.lineage.items()],
+    )
+    curves = _missing_curve_points(client, run_id, submission.model_dir)
+    # log_batch takes at most 1,000 metrics a call.
+    for start in range(0, len(curves), 1000):
+        client.log_batch(run_id, metrics=curves[start : start + 1000])
+    if submission.data_source:
+        data = dataset_input(submission.lineage.get("data_version", ""), submission.data_source, submission.model_name)
+        client.log_inputs(run_id, datasets=[data])
+
+
+def _log_files(client: Any, run_id: str, submission: Submission, card: str) -> None:
+    """The curves figure, the submitted files, the model directory as an MLflow model, the card."""
+    if (submission.model_dir / CURVES_FILE).is_file():
+        client.log_artifact(run_id, str(submission.model_dir / CURVES_FILE), "training")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, path in submission.files.items():
+            target = Path(scratch, "files", name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        if submission.files:
+            client.log_artifacts(run_id, str(Path(scratch, "files")))
+        client.log_artifacts(run_id, str(submission.model_dir), MODEL_ARTIFACT)
+        # One folder, both: the files the model servers load and what makes it an MLflow model.
+        write_mlflow_files(submission.model_dir, Path(scratch, "mlflow"))
+        client.log_artifacts(run_id, str(Path(scratch, "mlflow")), MODEL_ARTIFACT)
+    client.log_text(run_id, card, "model_card.md")
 
 
 def _log_run(client: Any, submission: Submission, card: str, state_dir: str) -> Any:
-    """Log the run with everything the version will point at; a failure marks it FAILED."""
-    from mlflow.entities import Metric, Param, RunTag
+    """Log everything the version will point at into the model's run; a failure marks the run FAILED.
 
-    curves = training_curves(submission.model_dir)
-    run_name = f"{submission.model_name}-{submission.lineage.get('pipeline_run', '')}"
-    run = client.create_run(experiment_id(client, state_dir), tags={"mlflow.runName": run_name})
-    run_id = run.info.run_id
+    A candidate's run keeps the end time its training gave it: its duration is the training's.
+    """
+    run_id = _model_run(client, submission, state_dir)
     try:
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), 0, 0) for k, v in submission.metrics.items()],
-            params=[Param(k, str(v)) for k, v in submission.params.items()],
-            tags=[RunTag(k, str(v)) for k, v in submission.lineage.items()],
-        )
-        # log_batch takes at most 1,000 metrics a call.
-        for start in range(0, len(curves), 1000):
-            client.log_batch(run_id, metrics=curves[start : start + 1000])
-        if (submission.model_dir / CURVES_FILE).is_file():
-            client.log_artifact(run_id, str(submission.model_dir / CURVES_FILE), "training")
-        for name, path in submission.files.items():
-            client.log_text(run_id, path.read_text(encoding="utf-8"), name)
-        client.log_artifacts(run_id, str(submission.model_dir), "model")
-        client.log_text(run_id, card, "model_card.md")
-        client.set_terminated(run_id, "FINISHED")
+        _log_values(client, run_id, submission)
+        _log_files(client, run_id, submission, card)
+        if client.get_run(run_id).info.status != "FINISHED":
+            client.set_terminated(run_id, "FINISHED")
     except Exception:
         client.set_terminated(run_id, "FAILED")
         raise
-    return run
+    return client.get_run(run_id)
 
 
 def _refused(submission: Submission, reason: str) -> Submission:
@@ -162,7 +253,7 @@ def _create_version(client: Any, submission: Submission, run: Any, promoted: boo
         "promoted": str(promoted).lower(),
         **{f"metric.{k}": f"{v:.6f}" for k, v in submission.metrics.items()},
     }
-    source = f"{run.info.artifact_uri}/model"
+    source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
     version = client.create_model_version(
         submission.model_name, source=source, run_id=run.info.run_id, tags=tags, description=card
     )
@@ -183,8 +274,24 @@ def register_model(
     is complete, under ``lock`` (default: the state directory's lock of the model). With
     ``expected_champion`` (the version the gate compared against, '' for none) the alias moves
     only if the champion is still that version; otherwise (another run promoted meanwhile) the
-    version is registered as not promoted, and its gate reason and model card say why.
+    version is registered as not promoted, and its gate reason and model card say why. A failure
+    marks the pipeline's run (``submission.parent_run_id``) FAILED.
     """
+    try:
+        return _register(submission, promote, state_dir, tracking_uri, expected_champion, lock)
+    except Exception:
+        fail_pipeline_run(submission.parent_run_id, state_dir, tracking_uri)
+        raise
+
+
+def _register(
+    submission: Submission,
+    promote: bool,
+    state_dir: str,
+    tracking_uri: str,
+    expected_champion: str | None,
+    lock: AbstractContextManager[None] | None,
+) -> RegisteredVersion:
     from mlflow.exceptions import MlflowException
 
     require_saved_model(submission.model_dir)
@@ -215,5 +322,7 @@ def register_model(
         log.warning("registered %s version %s, not promoted: %s", name, version, refusal)
     else:
         log.info("registered %s version %s%s", name, version, " as champion" if promote else "")
-    source = f"{run.info.artifact_uri}/model"
+    if submission.parent_run_id:
+        finish_pipeline_run(client, submission.parent_run_id, run.info.run_id, version, submission)
+    source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
     return RegisteredVersion(name, version, run.info.run_id, source, promote and not refusal, card)
