@@ -1,7 +1,7 @@
 """KFP component: register the run's winner in MLflow and publish its model card."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from bertops.images import CPU_IMAGE
 
@@ -11,6 +11,7 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     decision: Input[Artifact],
+    dataset: Input[Dataset],
     data_version: str,
     promote: bool,
     max_length: int,
@@ -26,12 +27,15 @@ def register(
     """Register the winner with its metrics, parameters, lineage and the reasons it was chosen;
     returns the new version. The ``champion`` alias moves to it only if the gate said so and the
     champion is still the one the gate compared against (under the model's lock: a Lease in
-    ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file)."""
+    ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file). The
+    validated ``dataset``'s reference profile is logged with the version: the drift monitor's
+    reference for this model."""
     import json
     from pathlib import Path
 
     from bertops.artifacts import training_record
     from bertops.champion_lock import champion_lock
+    from bertops.drift import PROFILE_FILE
     from bertops.evaluation import load_evaluation
     from bertops.step import step
     from components.register.register import GATE_DECISION, GATE_REASON_TAG, Submission, register_model
@@ -54,9 +58,11 @@ def register(
             GATE_DECISION: f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
         }
         reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
+        files = {"evaluation.json": Path(evaluation.path)}
+        if (Path(dataset.path) / PROFILE_FILE).is_file():
+            files[PROFILE_FILE] = Path(dataset.path) / PROFILE_FILE
         submission = Submission(
-            Path(model.path), model_name, metrics, params, lineage, decisions, reasons,
-            files={"evaluation.json": Path(evaluation.path)},
+            Path(model.path), model_name, metrics, params, lineage, decisions, reasons, files=files
         )  # fmt: skip
         what = f"register {model_name} for run {pipeline_run}"
         lock = champion_lock(model_name, state_dir, what, deploy_target, namespace) if promote else None
