@@ -9,6 +9,7 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -125,7 +126,7 @@ def sink(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server.server_close()
 
 
-def _event(url: str, kind: str, event_id: str, body: dict[str, object], version: str = "") -> requests.Response:
+def _event(url: str, kind: str, event_id: str, body: Any, version: str = "") -> requests.Response:
     """A binary-mode CloudEvent as KServe's logger worker sends it (pkg/logger/worker.go)."""
     headers = {
         "Content-Type": "application/json",

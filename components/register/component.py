@@ -28,8 +28,7 @@ def register(
     returns the new version. The ``champion`` alias moves to it only if the gate said so and the
     champion is still the one the gate compared against (under the model's lock: a Lease in
     ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file). The
-    validated ``dataset``'s reference profile is logged with the version: the drift monitor's
-    reference for this model."""
+    ``dataset``'s reference profile is logged with the version: the drift monitor's reference."""
     import json
     from pathlib import Path
 
@@ -58,12 +57,9 @@ def register(
             GATE_DECISION: f"{'Promoted' if promote else 'Not promoted'}: {gate['reason']}",
         }
         reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
-        files = {"evaluation.json": Path(evaluation.path)}
-        if (Path(dataset.path) / PROFILE_FILE).is_file():
-            files[PROFILE_FILE] = Path(dataset.path) / PROFILE_FILE
-        submission = Submission(
-            Path(model.path), model_name, metrics, params, lineage, decisions, reasons, files=files
-        )  # fmt: skip
+        files = {"evaluation.json": Path(evaluation.path), PROFILE_FILE: Path(dataset.path) / PROFILE_FILE}
+        files = {name: path for name, path in files.items() if path.is_file()}
+        submission = Submission(Path(model.path), model_name, metrics, params, lineage, decisions, reasons, files=files)
         what = f"register {model_name} for run {pipeline_run}"
         lock = champion_lock(model_name, state_dir, what, deploy_target, namespace) if promote else None
         # The gate's champion ('' for none): the alias moves only if it still holds it.
