@@ -47,6 +47,29 @@ def champion(
     return state
 
 
+@pytest.fixture(scope="module")
+def reference_state(tiny_model: Path, validated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir whose champion is an untrained tiny classifier with the BBC News reference profile and
+    a test mean confidence of 0.8: enough for the monitor, which never runs the model."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = tmp_path_factory.mktemp("untrained") / "model"
+    config = BertConfig.from_pretrained(tiny_model)
+    config.id2label = dict(enumerate(["business", "entertainment", "politics", "sport", "tech"]))
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    BertForSequenceClassification(config).save_pretrained(model)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(model)
+    evaluation = model.parent / "evaluation.json"
+    evaluation.write_text(json.dumps({"test": {"mean_confidence": 0.8}}), encoding="utf-8")
+    state = model.parent / "state"
+    files = {"evaluation.json": evaluation, drift.PROFILE_FILE: validated / drift.PROFILE_FILE}
+    lineage = {"data_version": DATA_VERSION, "git_commit": "c", "base_model": "tiny", "pipeline_run": "r"}
+    register_model(Submission(model, NAME, {}, {}, lineage, files=files), True, str(state))
+    return state
+
+
 def _log(directory: Path, texts: list[str], log_texts: bool = True, version: str = "1") -> None:
     done = threading.Semaphore(0)
     writer = InferenceLogWriter(LogSettings(directory, log_texts=log_texts), on_written=lambda n: done.release())
@@ -92,11 +115,11 @@ def test_the_kl_measures_are_the_data_gates(tmp_path: Path) -> None:
     assert drift.label_kl(two, reference["labels"]) == pytest.approx(float(gx_label), rel=1e-3)
 
 
-def test_too_little_traffic_is_not_a_verdict(champion: Path, tmp_path: Path) -> None:
-    empty = run_monitor(NAME, tmp_path / "no-log", tmp_path / "empty", str(champion))
+def test_too_little_traffic_is_not_a_verdict(reference_state: Path, tmp_path: Path) -> None:
+    empty = run_monitor(NAME, tmp_path / "no-log", tmp_path / "empty", str(reference_state))
     assert empty.verdict == NOT_ENOUGH and empty.window_texts == 0 and empty.measures == []
     _log(tmp_path / "log", [f"Shares in company {i} fell." for i in range(50)])
-    report = run_monitor(NAME, tmp_path / "log", tmp_path / "out", str(champion), config=MonitorConfig())
+    report = run_monitor(NAME, tmp_path / "log", tmp_path / "out", str(reference_state), config=MonitorConfig())
     assert report.verdict == NOT_ENOUGH and report.window_texts == 50
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert verdict["verdict"] == NOT_ENOUGH and verdict["champion_version"] == "1"
@@ -106,13 +129,15 @@ def test_too_little_traffic_is_not_a_verdict(champion: Path, tmp_path: Path) -> 
     assert "not enough traffic" in (tmp_path / "out" / "report.html").read_text()
 
 
-def test_a_hashes_only_log_skips_the_text_measure_and_says_so(champion: Path, tmp_path: Path, validated: Path) -> None:
+def test_a_hashes_only_log_skips_the_text_measure_and_says_so(
+    reference_state: Path, tmp_path: Path, validated: Path
+) -> None:
     texts = [json.loads(line)["text"] for line in (validated / "test.jsonl").read_text().splitlines()][:60]
     _log(tmp_path / "log", texts, log_texts=False)
     # Traffic of another version is left out of the window and counted.
     _log(tmp_path / "log", texts[:5], version="9")
     report = run_monitor(
-        NAME, tmp_path / "log", tmp_path / "out", str(champion), config=MonitorConfig(min_window_texts=50)
+        NAME, tmp_path / "log", tmp_path / "out", str(reference_state), config=MonitorConfig(min_window_texts=50)
     )
     assert report.hashes_only and report.window_texts == 60 and report.other_versions == 5
     oov = report.measure("oov_rate")
@@ -123,10 +148,10 @@ def test_a_hashes_only_log_skips_the_text_measure_and_says_so(champion: Path, tm
     assert "bertops_drift_oov_rate" not in (tmp_path / "out" / "metrics.prom").read_text()
 
 
-def test_the_report_escapes_what_the_log_holds(champion: Path, tmp_path: Path) -> None:
+def test_the_report_escapes_what_the_log_holds(reference_state: Path, tmp_path: Path) -> None:
     from components.monitor.monitor import champion_reference, write_outputs
 
-    reference = champion_reference(NAME, str(champion))
+    reference = champion_reference(NAME, str(reference_state))
     record = {"ts": "2026-12-02T10:00:00+00:00", "label": "<script>alert(1)</script>", "text_chars": 3}
     records = [{**record, "text": "abc", "confidence": 0.5, "model_version": "1"}] * 3
     report = judge(NAME, records, reference, MonitorConfig(min_window_texts=1), ValidationConfig())
@@ -140,10 +165,10 @@ def test_the_report_escapes_what_the_log_holds(champion: Path, tmp_path: Path) -
     assert 'bertops_drift_label_kl{model="news"} +Inf' in (tmp_path / "metrics.prom").read_text()
 
 
-def test_retraining_needs_drift_and_new_data(champion: Path, tmp_path: Path) -> None:
+def test_retraining_needs_drift_and_new_data(reference_state: Path, tmp_path: Path) -> None:
     from components.monitor.monitor import champion_reference
 
-    reference = champion_reference(NAME, str(champion))
+    reference = champion_reference(NAME, str(reference_state))
     records = [{"ts": "t", "label": "nope", "text_chars": 3, "confidence": 0.5}] * 3
     drifted = judge(NAME, records, reference, MonitorConfig(min_window_texts=1), ValidationConfig())
     same = retrain_decision(drifted, DATA_VERSION)
@@ -205,3 +230,24 @@ def test_monitor_flags_only_the_shifted_stream(champion: Path, validated: Path, 
     page = (tmp_path / "shifted" / "report.html").read_text()
     length_kl = figures[DRIFT]["length_kl"]["value"]
     assert f"{length_kl:.4f}" in page and "DRIFT" in page and "<svg" in page
+
+
+def test_the_monitor_step_gives_a_retrain_branch_its_verdict(reference_state: Path, tmp_path: Path) -> None:
+    from kfp import compiler, dsl
+
+    from components.monitor.component import monitor
+
+    compiler.Compiler().compile(monitor, str(tmp_path / "monitor.yaml"))
+    assert "drifted" in (tmp_path / "monitor.yaml").read_text()
+    # Every text answered "business": a label mix far from the training one.
+    _log(tmp_path / "log", [f"Shares in company {i} fell." for i in range(20)])
+    report, verdict = dsl.HTML(uri=str(tmp_path / "report.html")), dsl.Artifact(uri=str(tmp_path / "verdict.json"))
+    outputs = monitor.python_func(
+        model_name=NAME, state_dir=str(reference_state), tracking_uri="", inference_log_dir=str(tmp_path / "log"),
+        window_texts=100, window_hours=0.0, min_window_texts=10, max_oov_increase=0.05, max_confidence_drop=0.1,
+        max_label_drift=0.1, max_length_drift=0.1, pushgateway_url="", report=report, verdict_json=verdict,
+        drift_metrics=dsl.Metrics(uri=str(tmp_path / "metrics.json")),
+    )  # fmt: skip
+    assert (outputs.verdict, outputs.drifted, outputs.champion_data_version) == (DRIFT, True, DATA_VERSION)
+    assert "Drift of news" in Path(report.path).read_text()
+    assert json.loads(Path(verdict.path).read_text())["window_texts"] == 20

@@ -189,3 +189,41 @@ def test_the_sink_pairs_kserve_request_and_response_events_into_records(sink: tu
     )
     assert by_text["Oil prices rose"]["model_version"] == "7"
     assert by_text["Oil prices rose"]["probabilities"]["business"] == pytest.approx(0.6)
+
+
+def test_the_inference_service_sends_kserve_logger_events_to_the_sink(
+    kserve_crd_schemas: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    import k8s_tools
+
+    from bertops.errors import BertopsError
+    from bertops.k8s import to_manifest
+    from components.deploy.inference_service import MODEL_VERSION_LABEL, cluster_deploy_config, inference_service
+
+    sink = "http://bertops-inference-sink.bertops.svc.cluster.local:8080"
+    config = cluster_deploy_config("bertops", "Serverless", 0, {}, -1, sink)
+    manifest = to_manifest(inference_service("news", "s3://m/1", config, labels={MODEL_VERSION_LABEL: "7"}))
+    assert manifest["spec"]["predictor"]["logger"] == {
+        "mode": "all",
+        "url": sink,
+        "metadataAnnotations": [MODEL_VERSION_LABEL],
+    }
+    # The sink reads the version from the event's ce-annotations, which carry annotations, not labels.
+    assert manifest["metadata"]["annotations"][MODEL_VERSION_LABEL] == "7"
+    assert k8s_tools.schema_errors(manifest, kserve_crd_schemas) == []
+    without = to_manifest(
+        inference_service("news", "s3://m/1", cluster_deploy_config("bertops", "Serverless", 0, {}, -1))
+    )
+    assert "logger" not in without["spec"]["predictor"]
+    assert MODEL_VERSION_LABEL not in without["metadata"]["annotations"]
+    with pytest.raises(BertopsError, match="inference_logger_url"):
+        cluster_deploy_config("bertops", "Serverless", 0, {}, -1, "sink:8080")
+
+
+def test_server_flags_of_the_inference_log() -> None:
+    from serving.server import inference_log_writer, parse_args
+
+    args = parse_args(["--model-dir", "m", "--model-name", "news"])
+    assert args.config.log_inference_dir == "" and inference_log_writer(args.config) is None
+    with pytest.raises(SystemExit):
+        parse_args(["--model-dir", "m", "--model-name", "news", "--log-sample-rate", "1.5"])
