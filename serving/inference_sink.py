@@ -19,6 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -226,10 +229,13 @@ def main(argv: list[str] | None = None) -> None:
         log_texts=args.log_texts,
         max_file_bytes=max(int(args.max_file_mb * 1024 * 1024), 1),
         max_files=args.max_files,
-        prefix="sink",
+        # Replicas sharing one volume all run as pid 1: the pod's host name keeps their files apart.
+        prefix=f"sink-{socket.gethostname()}",
     )
     server = make_server(args.host, args.port, settings, pair_timeout_s=args.pair_timeout_s)
     log.info("inference sink on %s:%d writing to %s", args.host, server.server_address[1], args.log_dir)
+    # On SIGTERM (a pod stopping) leave serve_forever so the queued records are written first.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()
     finally:
