@@ -248,6 +248,52 @@ class ServeConfig:
         default=DEFAULT_SERVING_RESOURCES,
         metadata={"help": "JSON object: CPU and memory requests and limits of the model server", "json": dict},
     )
+    inference_log_rate: float = field(
+        default=1.0,
+        metadata={
+            "help": "share of texts a local endpoint logs to STATE_DIR/inference-logs/MODEL for the drift monitor, "
+            "0-1 (0: no log)"
+        },
+    )
+    inference_log_texts: bool = field(
+        default=True,
+        metadata={"help": "keep the texts in the local inference log (false: only a SHA-256 and the length of each)"},
+    )
+    inference_logger_url: str = field(
+        default="",
+        metadata={
+            "help": "cluster: KServe's logger sends each request and response to this URL, the bertops inference "
+            "sink (python -m serving.inference_sink); empty: no logger"
+        },
+    )
+
+
+@dataclass
+class MonitorConfig:
+    """The drift monitor's window of logged traffic and its bounds beside the data gate's KL bounds."""
+
+    window_texts: int = field(default=1000, metadata={"help": "the newest N logged texts make the window (0: all)"})
+    window_hours: float = field(
+        default=0.0, metadata={"help": "only texts logged in the last H hours (0: no time limit)"}
+    )
+    min_window_texts: int = field(
+        default=200,
+        metadata={
+            "help": "fewest texts in the window for a verdict (fewer: 'not enough traffic'); the KL of a sample "
+            "of n texts from the reference itself is about (bins - 1) / 2n, so small windows read as drift"
+        },
+    )
+    max_oov_increase: float = field(
+        default=0.05,
+        metadata={
+            "help": "largest rise of the share of words not in the training vocabulary over its held-out "
+            "reference (absolute)"
+        },
+    )
+    max_confidence_drop: float = field(
+        default=0.1,
+        metadata={"help": "largest drop of the mean top-class probability below the champion's on its test split"},
+    )
 
 
 GROUPS: tuple[type, ...] = (
@@ -483,6 +529,7 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "max_class_share": (0, 1),
     "max_label_drift": (0, None),
     "max_length_drift": (0, None),
+    "inference_log_rate": (0, 1),
     "max_length": MAX_LENGTH_RANGE,
     "batch_size": (1, None),
     "epochs": (1, None),

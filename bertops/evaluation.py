@@ -34,6 +34,8 @@ class Evaluation:
     confusion_matrix: list[list[int]]
     # The predicted label of each row, in the split's order: what the served model answers for it.
     predicted: list[str] = field(default_factory=list)
+    # The mean top-class probability: the drift monitor's reference for live traffic (NaN: not recorded).
+    mean_confidence: float = float("nan")
 
 
 @dataclass
@@ -121,6 +123,7 @@ def compute_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> 
         per_class=per_class,
         confusion_matrix=matrix.tolist(),
         predicted=[labels[i] for i in predicted_ids.tolist()],
+        mean_confidence=float(probs.max(axis=1).mean()) if len(probs) else float("nan"),
     )
 
 

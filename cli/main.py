@@ -10,7 +10,7 @@ from bertops import config as cfg
 from bertops.env import configure_process
 from bertops.errors import BertopsError
 from bertops.redact import redact_credentials
-from cli import data, endpoints, kubeflow, models, run, schedule, ui
+from cli import data, endpoints, kubeflow, models, monitor, run, schedule, ui
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     endpoints.add_parsers(sub, state)
     models.add_parser(sub, state)
     ui.add_parser(sub, state)
+    monitor.add_parser(sub)
     return parser
 
 

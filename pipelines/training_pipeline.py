@@ -131,6 +131,7 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int) -> PipelineOutputs:
         model=selected.outputs["winner"],
         evaluation=selected.outputs["winner_evaluation"],
         decision=gate.outputs["decision"],
+        dataset=validated.outputs["dataset"],
         data_version=validated.outputs["data_version"],
         promote=gate.outputs["Output"],
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,

@@ -97,6 +97,31 @@ class ServingConfig:
         },
     )
     log_format: str = field(default="json", metadata={"help": "json (one object per line) or text"})
+    log_inference_dir: str = field(
+        default="",
+        metadata={
+            "help": "directory of the inference log: one JSON Lines record per text answered, in rotating "
+            "files (bertops.inference_log; empty: no log)"
+        },
+    )
+    log_sample_rate: float = field(
+        default=1.0, metadata={"help": "share of texts the inference log keeps, 0-1 (each text drawn at random)"}
+    )
+    log_texts: bool = field(
+        default=True,
+        metadata={
+            "help": "keep each text in the inference log (false: only its SHA-256 and length, for personal data)"
+        },
+    )
+    log_max_file_mb: float = field(default=64.0, metadata={"help": "size at which an inference log file rotates, MiB"})
+    log_max_files: int = field(default=10, metadata={"help": "inference log files kept (the oldest go first)"})
+    log_queue_size: int = field(
+        default=10_000,
+        metadata={
+            "help": "records waiting for the disk; past it records are dropped and counted "
+            "(bertops_inference_log_dropped_total), never a request slowed"
+        },
+    )
     repository_api: bool = field(
         default=False,
         metadata={
@@ -120,10 +145,12 @@ class ServingConfig:
             value = getattr(self, f.name)
             if isinstance(value, str | bool):
                 continue
-            # Zero means something for these two (dispatch at once; the CPUs this process may use); not for the limits.
-            zero_ok = f.name in ("max_wait_ms", "threads")
+            # Zero means something for these (dispatch at once; the CPUs this process may use; log nothing); not for the limits.
+            zero_ok = f.name in ("max_wait_ms", "threads", "log_sample_rate")
             if value < 0 or (value == 0 and not zero_ok):
                 raise ValueError(f"{f.name} must be {'>= 0' if zero_ok else '> 0'}; got {value!r}")
+        if self.log_sample_rate > 1:
+            raise ValueError(f"log_sample_rate must be between 0 and 1; got {self.log_sample_rate!r}")
         if self.max_queued_texts < self.max_instances:
             # Else a request of --max-instances texts could never be accepted.
             raise ValueError(

@@ -9,6 +9,7 @@ parsing go on while the model works.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from bertops.inference_log import InferenceLogWriter
 from serving import metrics
 from serving.batcher import AdaptiveBatcher
 from serving.config import ServingConfig
@@ -26,10 +28,17 @@ from serving.predictor import TextClassifierPredictor
 class TextClassifierModel(Model):
     """Accepts texts, answers label names and probabilities; texts of concurrent requests share batches."""
 
-    def __init__(self, name: str, predictor: TextClassifierPredictor, config: ServingConfig):
+    def __init__(
+        self,
+        name: str,
+        predictor: TextClassifierPredictor,
+        config: ServingConfig,
+        inference_log: InferenceLogWriter | None = None,
+    ):
         super().__init__(name)
         self.predictor = predictor
         self.config = config
+        self.inference_log = inference_log
         # One thread: the backend already uses every core per forward pass; the point is to keep
         # the event loop free. Tokenizing happens there too, once per batch (a fast tokenizer
         # must not be used from two threads at once anyway).
@@ -84,6 +93,19 @@ class TextClassifierModel(Model):
             texts = texts_v1(payload, self.config)
         probs = np.stack(await self.batcher.submit(texts))
         labels = self.predictor.label_names(probs)
+        if self.inference_log is not None:
+            request_id = (headers or {}).get("x-request-id") or (
+                payload.id if isinstance(payload, InferRequest) else None
+            )
+            # Only sampling and building the records happen here; the disk is the writer thread's.
+            self.inference_log.log_answers(
+                self.name,
+                self.config.model_version,
+                request_id or uuid.uuid4().hex,
+                texts,
+                self.predictor.labels,
+                probs,
+            )
         if isinstance(payload, InferRequest):
             tensors = {
                 "label": InferOutput("label", [len(labels)], "BYTES", np.array(labels, dtype=np.object_)),
@@ -115,3 +137,5 @@ class TextClassifierModel(Model):
         """Called by KServe after the HTTP server has drained in-flight requests."""
         self.ready = False
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.inference_log is not None:
+            self.inference_log.close()

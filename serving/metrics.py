@@ -30,6 +30,11 @@ CONNECTIONS_CUT = Counter(
     "Connections the server closed: header_too_large (431), header_timeout, body_timeout (408)",
     ["reason"],
 )
+INFERENCE_LOG_WRITTEN = Counter("bertops_inference_log_records", "Inference log records written to disk")
+INFERENCE_LOG_DROPPED = Counter(
+    "bertops_inference_log_dropped", "Inference log records dropped because the writer's queue was full"
+)
+INFERENCE_LOG_ERRORS = Counter("bertops_inference_log_errors", "Inference log records lost to a write error")
 
 # HTTP status -> reason label of ERRORS.
 ERROR_REASONS = {

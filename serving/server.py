@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from bertops.env import configure_process
+from bertops.inference_log import InferenceLogWriter
 from serving import config as serving_config
 from serving.config import ServingConfig
 from serving.listener import WAITING, bind_early, bind_when_free, start_listening, write_status
@@ -84,6 +85,31 @@ def rest_server_class(listener: socket.socket, config: ServingConfig) -> type:
     return BertopsRESTServer
 
 
+def inference_log_writer(config: ServingConfig) -> InferenceLogWriter | None:
+    """The inference log's writer that ``--log-inference-dir`` asks for (None: no log), counted in the metrics."""
+    if not config.log_inference_dir:
+        return None
+    from pathlib import Path
+
+    from bertops.inference_log import LogSettings
+    from serving import metrics
+
+    settings = LogSettings(
+        directory=Path(config.log_inference_dir),
+        sample_rate=config.log_sample_rate,
+        log_texts=config.log_texts,
+        max_file_bytes=max(int(config.log_max_file_mb * 1024 * 1024), 1),
+        max_files=config.log_max_files,
+        queue_size=config.log_queue_size,
+    )
+    return InferenceLogWriter(
+        settings,
+        on_written=metrics.INFERENCE_LOG_WRITTEN.inc,
+        on_drop=metrics.INFERENCE_LOG_DROPPED.inc,
+        on_error=metrics.INFERENCE_LOG_ERRORS.inc,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Load the model, then serve until SIGTERM/SIGINT."""
     args = parse_args(argv)
@@ -103,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     from serving.kserve_model import TextClassifierModel
     from serving.predictor import TextClassifierPredictor
 
-    model = TextClassifierModel(args.model_name, TextClassifierPredictor(args.model_dir, config), config)
+    model = TextClassifierModel(
+        args.model_name, TextClassifierPredictor(args.model_dir, config), config, inference_log_writer(config)
+    )
     # Ready only after a warm-up batch; KServe serves only models that are ready when it starts.
     model.load()
     if listener is None:

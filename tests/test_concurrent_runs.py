@@ -67,7 +67,8 @@ RUN = textwrap.dedent(
     together("gated")
     version = call(register, model=dsl.Model(uri=model, metadata={"base_model": "tiny"}),
                    evaluation=dsl.Artifact(uri=evaluation, metadata={"reason": "the only candidate"}),
-                   decision=decision, data_version="md5:x", promote=promote, max_length=64,
+                   decision=decision, dataset=dsl.Dataset(uri=f"{out}.no-dataset"), data_version="md5:x",
+                   promote=promote, max_length=64,
                    model_card=dsl.Markdown(uri=f"{out}.card.md"), **common)
     together("registered")
     url = call(deploy, version=version, serve_port=0, canary_traffic_percent=-1, deployment_mode="Serverless",

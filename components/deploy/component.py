@@ -20,16 +20,17 @@ def deploy(
     serving_resources: dict,
     pipeline_run: str,
     git_commit: str,
+    inference_log_rate: float = 1.0,
+    inference_log_texts: bool = True,
+    inference_logger_url: str = "",
 ) -> str:
     """Serve ``version`` and return the endpoint URL; "" when it is no longer the champion (checked
-    under the model's lock with the switch itself: see ``bertops.champion_lock``).
-
-    ``local``: start (or replace) a KServe model server on 127.0.0.1. ``docker``: nothing here,
-    since steps get no container engine; ``bertops run`` starts the serving container after the
-    run, so this returns "". ``cluster``: apply the InferenceService (``deployment_mode``,
-    ``serving_gpus``, ``serving_resources``, labelled with the version, ``pipeline_run`` and
-    ``git_commit``) with server-side apply, wait for Ready, roll back if it never gets there.
-    """
+    under the model's lock with the switch itself: see ``bertops.champion_lock``). ``local``: start
+    (or replace) a KServe server on 127.0.0.1 logging ``inference_log_rate`` of its texts (hashes and
+    lengths only unless ``inference_log_texts``). ``docker``: nothing (steps get no container engine;
+    ``bertops run`` starts the serving container after the run). ``cluster``: apply the
+    InferenceService (``deployment_mode``, ``serving_gpus``, ``serving_resources``, KServe's logger to
+    ``inference_logger_url`` if set; labels: version, run, commit), wait for Ready, else roll back."""
     from bertops.champion_lock import champion_lock
     from bertops.config import in_pod
     from bertops.errors import BertopsError
@@ -43,7 +44,8 @@ def deploy(
 
             return deploy_if_champion(
                 model_name, version, state_dir, tracking_uri, champion_lock(model_name, state_dir, what),
-                lambda: deploy_local(model_name, version, state_dir, tracking_uri, serve_port).url,
+                lambda: deploy_local(model_name, version, state_dir, tracking_uri, serve_port,
+                                     log_rate=inference_log_rate, log_texts=inference_log_texts).url,
             )  # fmt: skip
         if deploy_target == "docker":
             if in_pod():
@@ -55,9 +57,8 @@ def deploy(
             from components.deploy.deploy_cluster import deploy_registered_version
             from components.deploy.inference_service import cluster_deploy_config
 
-            config = cluster_deploy_config(
-                namespace, deployment_mode, serving_gpus, serving_resources, canary_traffic_percent
-            )
+            config = cluster_deploy_config(namespace, deployment_mode, serving_gpus, serving_resources,
+                                           canary_traffic_percent, inference_logger_url)  # fmt: skip
             return deploy_if_champion(
                 model_name, version, state_dir, tracking_uri, champion_lock(model_name, state_dir, what, "cluster", namespace),
                 lambda: deploy_registered_version(

@@ -31,6 +31,7 @@ from typing import Any
 from bertops import endpoints
 from bertops.endpoints import Endpoint
 from bertops.errors import BertopsError
+from bertops.inference_log import local_log_dir
 from bertops.registry import model_files
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,23 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def inference_log_args(state_dir: str, name: str, rate: float, texts: bool) -> list[str]:
+    """The server flags of a local endpoint's inference log (``bertops.inference_log.local_log_dir``); none at rate 0."""
+    if rate <= 0:
+        return []
+    directory = local_log_dir(state_dir, name)
+    return ["--log-inference-dir", str(directory), "--log-sample-rate", str(rate), "--log-texts", str(texts).lower()]
+
+
 def start_server(
-    model_dir: Path, name: str, version: str, port: int, log_file: Path, status_file: Path, port_wait_s: float = 0.0
+    model_dir: Path,
+    name: str,
+    version: str,
+    port: int,
+    log_file: Path,
+    status_file: Path,
+    port_wait_s: float = 0.0,
+    extra_args: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``serving.server`` for registry ``version`` detached from this process (own session, output to ``log_file``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +99,7 @@ def start_server(
                 str(port_wait_s),
                 "--model-version",
                 version,
+                *(extra_args or []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -194,10 +211,14 @@ def deploy_local(
     tracking_uri: str = "",
     port: int = 0,
     timeout: float = 180.0,
+    log_rate: float = 1.0,
+    log_texts: bool = True,
 ) -> Endpoint:
     """Serve ``model_name`` version ``version`` from the registry on 127.0.0.1 and record the endpoint.
 
     ``port`` 0 keeps the port of the endpoint's record, or takes a free one for a new endpoint.
+    The server logs ``log_rate`` of the texts it answers (with the texts, or only their hashes
+    and lengths) to the state directory's inference log, which ``bertops monitor`` reads.
     """
     model_dir = model_files(model_name, version, state_dir, tracking_uri)
     try:
@@ -213,7 +234,8 @@ def deploy_local(
     try:
         log_offset = log_file.stat().st_size if log_file.exists() else 0
         wait_s = PORT_WAIT_S if predecessor is not None else 0.0
-        process = start_server(model_dir, model_name, version, port, log_file, status_file, wait_s)
+        extra = inference_log_args(state_dir, model_name, log_rate, log_texts)
+        process = start_server(model_dir, model_name, version, port, log_file, status_file, wait_s, extra)
         launch = Launch(model_name, version, process, status_file, log_file, log_offset)
         port = wait_ready(launch, timeout, predecessor)
     finally:

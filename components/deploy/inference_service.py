@@ -93,6 +93,8 @@ class ClusterDeployConfig:
     # Share of traffic for a new revision while the previous one keeps the rest (Serverless only).
     canary_traffic_percent: int | None = None
     deployment_mode: str = SERVERLESS
+    # KServe's logger sends every request and response here (the bertops inference sink); "" for none.
+    logger_url: str = ""
 
 
 def cpu_config(**overrides: Any) -> ClusterDeployConfig:
@@ -139,13 +141,15 @@ def cluster_deploy_config(
     serving_gpus: int,
     serving_resources: dict[str, Any],
     canary_traffic_percent: int,
+    inference_logger_url: str = "",
 ) -> ClusterDeployConfig:
     """The deploy step's run parameters as a ``ClusterDeployConfig``; a bad value fails with one line naming it.
 
     ``serving_gpus`` 0 serves from the CPU image with no GPU, GPU node selector or tolerations;
     more serves from the CUDA image with that many GPUs per replica. ``canary_traffic_percent``
     -1 rolls a new revision out at once. The autoscaler metric follows the mode: requests in
-    flight for Knative, CPU for Standard.
+    flight for Knative, CPU for Standard. ``inference_logger_url`` (an http(s) URL, or "") is where
+    KServe's logger sends the payloads.
     """
     from kubernetes.utils import parse_quantity
 
@@ -166,6 +170,8 @@ def cluster_deploy_config(
             f"canary_traffic_percent needs deployment_mode {SERVERLESS} or {KNATIVE} (KServe splits traffic "
             f"between Knative revisions), not {deployment_mode}: use -1"
         )
+    if inference_logger_url and not inference_logger_url.startswith(("http://", "https://")):
+        raise BertopsError(f"inference_logger_url must be an http:// or https:// URL, got {inference_logger_url!r}")
     resources = _resource_settings(serving_resources)
     defaults = ClusterDeployConfig()
     for resource in RESOURCE_NAMES:
@@ -182,6 +188,7 @@ def cluster_deploy_config(
         "scale_metric": metric,
         "scale_target": SCALE_TARGETS[metric],
         "canary_traffic_percent": None if canary_traffic_percent == -1 else canary_traffic_percent,
+        "logger_url": inference_logger_url,
         **resources,
     }
     if serving_gpus == 0:
@@ -248,7 +255,7 @@ def serving_runtime(config: ClusterDeployConfig) -> Any:
 
 def predictor_spec(storage_uri: str, config: ClusterDeployConfig) -> Any:
     """The predictor of the InferenceService: model, runtime, resources, placement, scaling, security."""
-    from kserve import V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
+    from kserve import V1beta1LoggerSpec, V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
     from kubernetes.client import V1PodSecurityContext, V1ResourceRequirements, V1SeccompProfile, V1Toleration
 
     requests: dict[str, Any] = {"cpu": config.cpu_request, "memory": config.memory_request}
@@ -281,6 +288,11 @@ def predictor_spec(storage_uri: str, config: ClusterDeployConfig) -> Any:
         scale_metric=config.scale_metric,
         scale_target=config.scale_target,
         canary_traffic_percent=config.canary_traffic_percent,
+        # Mode all: the sink pairs each request (the texts) with its response (the answers) by ce-id;
+        # the version annotation rides along in each event's ce-annotations.
+        logger=V1beta1LoggerSpec(mode="all", url=config.logger_url, metadata_annotations=[MODEL_VERSION_LABEL])
+        if config.logger_url
+        else None,
         security_context=V1PodSecurityContext(
             run_as_non_root=True, seccomp_profile=V1SeccompProfile(type="RuntimeDefault")
         ),
@@ -298,6 +310,9 @@ def inference_service(
     from kserve import V1beta1InferenceService, V1beta1InferenceServiceSpec, constants
     from kubernetes.client import V1ObjectMeta
 
+    if config.logger_url and MODEL_VERSION_LABEL in (labels or {}):
+        # KServe's logger forwards annotations, not labels (logger.metadataAnnotations).
+        annotations = {**(annotations or {}), MODEL_VERSION_LABEL: (labels or {})[MODEL_VERSION_LABEL]}
     isvc = V1beta1InferenceService(
         api_version=f"{constants.KSERVE_GROUP}/{constants.KSERVE_V1BETA1_VERSION}",
         kind=constants.KSERVE_KIND_INFERENCESERVICE,

@@ -1,7 +1,7 @@
 """KFP component: register the run's winner in MLflow and publish its model card."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Input, Markdown, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 from bertops.images import CPU_IMAGE
 
@@ -12,6 +12,7 @@ def register(
     evaluation: Input[Artifact],
     decision: Input[Artifact],
     validation_report: Input[HTML],
+    dataset: Input[Dataset],
     data_version: str,
     data_path: str,
     data_remote: str,
@@ -32,13 +33,15 @@ def register(
     returns the new version. The ``champion`` alias moves to it only if the gate said so and the
     champion is still the one the gate compared against (under the model's lock: a Lease in
     ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file). The version
-    points at the winner's MLflow run, a child of the pipeline's run ``mlflow_run``, which ends here."""
+    points at the winner's MLflow run, a child of the pipeline's run ``mlflow_run``, which ends here; the
+    ``dataset``'s reference profile is logged with it: the drift monitor's reference."""
     import json
     import tempfile
     from pathlib import Path
 
     from bertops.artifacts import training_record
     from bertops.champion_lock import champion_lock
+    from bertops.drift import PROFILE_FILE
     from bertops.evaluation import load_evaluation
     from bertops.step import step
     from components.register.register import Submission, decisions, lineage, register_model, run_files
@@ -54,6 +57,8 @@ def register(
         gate = json.loads(Path(decision.path).read_text(encoding="utf-8"))
         why, reasons = decisions(evaluation.metadata, gate, promote)
         files = run_files(scores, Path(evaluation.path), Path(validation_report.path), Path(scratch))
+        if (Path(dataset.path) / PROFILE_FILE).is_file():
+            files[PROFILE_FILE] = Path(dataset.path) / PROFILE_FILE
         submission = Submission(
             Path(model.path), model_name, metrics, params, origin, why, reasons, files,
             run_id=str(model.metadata.get("mlflow_run_id", "")), parent_run_id=mlflow_run,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bertops import dvc_data
+from bertops import drift, dvc_data
 from bertops.artifacts import write_validated_split
 from bertops.config import ValidationConfig, check_run_settings, in_pod, run_setting_problems
 from bertops.dataio import SPLITS, load_dataset
@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The accepted data's profile that drift is measured against, under the state directory.
-REFERENCE_PROFILE = "validation/reference_profile.json"
+REFERENCE_PROFILE = drift.REFERENCE_PROFILE
 
 LENGTH, STRING, HASH, SEEN = "__length", "__is_string", "__text_id", "__seen_in_earlier_split"
 # A text equal to an earlier split's text only after normalise_text (the exact match is SEEN's).
@@ -39,8 +38,6 @@ NEAR_SEEN = "__near_duplicate_of_earlier_split"
 # Label rows flagged as malformed: padded with whitespace, a case/whitespace variant of a more
 # common label, or of the minority kind in a column that mixes numeric codes and names.
 PADDED, VARIANT, MIXED = "__padded", "__case_variant", "__mixed_kind"
-# Smoothing for the reference histogram, so an empty reference bin does not make KL infinite.
-PSEUDO_COUNT = 0.5
 
 
 class ValidationFailed(BertopsError):
@@ -199,22 +196,23 @@ def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_colu
     return out
 
 
-def build_profile(train: pd.DataFrame, text_column: str, label_column: str, data_version: str) -> dict[str, Any]:
-    """The reference profile of accepted data: train label shares and a decile histogram of lengths."""
-    import numpy as np
-
-    lengths = train[text_column + LENGTH].dropna().to_numpy()
-    deciles = np.unique(np.quantile(lengths, np.linspace(0.1, 0.9, 9)).round())
-    edges = [0.0, *[float(e) for e in deciles if e > 0], float(max(lengths.max(), 1)) * 10 + 1]
-    counts, _ = np.histogram(lengths, bins=edges)
-    weights = (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * len(counts))
-    shares = train[label_column].astype(str).value_counts(normalize=True).sort_index()
-    return {
-        "data_version": data_version,
-        "labels": {str(k): float(v) for k, v in shares.items()},
-        "length_edges": edges,
-        "length_weights": [float(w) for w in weights],
-    }
+def build_profile(
+    frames: dict[str, pd.DataFrame],
+    prepared: dict[str, pd.DataFrame],
+    text_column: str,
+    label_column: str,
+    data_version: str,
+) -> dict[str, Any]:
+    """The reference profile of accepted data (``bertops.drift.build_profile``): the train split's label
+    mix, stripped text lengths and vocabulary, and the validation split's out-of-vocabulary rate."""
+    train = prepared["train"]
+    return drift.build_profile(
+        train[text_column + LENGTH].dropna().to_numpy(),
+        train[label_column].astype(str).tolist(),
+        data_version,
+        frames["train"][text_column].astype(str).tolist(),
+        frames["validation"][text_column].astype(str).tolist(),
+    )
 
 
 def build_suite(
@@ -459,7 +457,8 @@ def validate_dataset(
 ) -> ValidationReport:
     """Validate ``data_path`` (a split directory or one file); on success write the splits to ``out_dir``.
 
-    Always writes ``report.json`` and ``report.html`` to ``out_dir``. On failure raises
+    Always writes ``report.json`` and ``report.html`` to ``out_dir``, and on success the data's
+    reference profile (``bertops.drift.PROFILE_FILE``) beside the splits. On failure raises
     ``ValidationFailed`` naming the broken expectations, their column and example rows, and
     writes no split, so nothing downstream can consume bad data. ``profile_path`` holds the
     reference profile for drift checks; with ``update_reference`` it is created or replaced,
@@ -477,10 +476,13 @@ def validate_dataset(
         raise ValidationFailed(failure_message(report, str(data_path)))
     for split, frame in frames.items():
         write_validated_split(out_dir, split, frame[text_column], frame[label_column])
+    profile = json.dumps(build_profile(frames, prepared, text_column, label_column, data_version), indent=2)
+    # The run's own profile travels with its data: the register step records it with the model version.
+    (out_dir / drift.PROFILE_FILE).write_text(profile, encoding="utf-8")
     if profile_path is not None and update_reference:
         profile_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = profile_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(build_profile(prepared["train"], text_column, label_column, data_version), indent=2))
+        tmp.write_text(profile, encoding="utf-8")
         tmp.replace(profile_path)
     log.info("validation passed: %s", report.summary())
     return report

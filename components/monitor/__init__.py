@@ -1,0 +1,1 @@
+"""The drift monitor step: live traffic against the champion's training reference profile."""
