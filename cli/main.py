@@ -10,7 +10,7 @@ from bertops import config as cfg
 from bertops.env import configure_process
 from bertops.errors import BertopsError
 from bertops.redact import redact_credentials
-from cli import data, endpoints, kubeflow, models, run
+from cli import data, endpoints, kubeflow, models, run, score
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--state-dir", default=cfg.RegistryConfig.state_dir)
     endpoints.add_parsers(sub, state)
     models.add_parser(sub, state)
+    score.add_parser(sub, state)
     return parser
 
 
