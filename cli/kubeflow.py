@@ -11,13 +11,18 @@ from cli import git
 from pipelines.compile import DEFAULT_FINETUNE_RETRIES
 
 COMPILED = "pipelines/compiled/bertops_pipeline.yaml"
+COMPILED_BATCH_SCORE = "pipelines/compiled/bertops_batch_score.yaml"
+PIPELINES = ("training", "batch-score")
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
     """Write the pipeline's IR YAML with the target's defaults."""
-    from pipelines.compile import compile_pipeline
+    from pipelines.compile import compile_batch_pipeline, compile_pipeline
 
-    path = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
+    if args.pipeline == "batch-score":
+        path = compile_batch_pipeline(Path(args.output or COMPILED_BATCH_SCORE), args.workspace_pvc, args.target)
+    else:
+        path = compile_pipeline(Path(args.output or COMPILED), args.workspace_pvc, args.finetune_retries, args.target)
     print(f"compiled pipeline: {path} (upload it in the Kubeflow UI or submit it with `kfp run create`)")
 
 
@@ -79,7 +84,16 @@ def cluster_flags() -> argparse.ArgumentParser:
 
 def _add_compile(sub: argparse._SubParsersAction[argparse.ArgumentParser], cluster: argparse.ArgumentParser) -> None:
     comp = sub.add_parser("compile", parents=[cluster], help="compile the pipeline to IR YAML for Kubeflow")
-    comp.add_argument("-o", "--output", default=COMPILED)
+    comp.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="training",
+        help="training (validate ... deploy) or batch-score (score a dataset with the champion or a named version; "
+        "--workspace-pvc keeps an unfinished run's chunks for the task's retry) (default: training)",
+    )
+    comp.add_argument(
+        "-o", "--output", default="", help=f"default: {COMPILED}, or {COMPILED_BATCH_SCORE} for batch-score"
+    )
     comp.add_argument(
         "--target",
         choices=cfg.TARGETS,

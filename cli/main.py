@@ -10,7 +10,7 @@ from bertops import config as cfg
 from bertops.env import configure_process
 from bertops.errors import BertopsError
 from bertops.redact import redact_credentials
-from cli import data, endpoints, kubeflow, models, monitor, run, schedule, ui
+from cli import data, endpoints, kubeflow, models, monitor, run, schedule, score, ui
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(sub, state)
     ui.add_parser(sub, state)
     monitor.add_parser(sub)
+    score.add_parser(sub, state)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_OUTPUT = Path("pipelines/compiled/bertops_pipeline.yaml")
+BATCH_SCORE_OUTPUT = Path("pipelines/compiled/bertops_batch_score.yaml")
 # A preempted GPU node fails the finetune task; on a cluster it is started again this often.
 DEFAULT_FINETUNE_RETRIES = 2
 
@@ -30,6 +31,18 @@ def compile_pipeline(
     output.parent.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(workspace_pvc=workspace_pvc, finetune_retries=finetune_retries, target=target)
     compiler.Compiler().compile(pipeline, package_path=str(output))
+    check_compiled(output)
+    return output
+
+
+def compile_batch_pipeline(output: Path = BATCH_SCORE_OUTPUT, workspace_pvc: str = "", target: str = "local") -> Path:
+    """Write the compiled batch-score pipeline (``pipelines.batch_score_pipeline``) to ``output``; returns the path."""
+    from kfp import compiler
+
+    from pipelines.batch_score_pipeline import build_batch_pipeline
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_batch_pipeline(workspace_pvc, target), package_path=str(output))
     check_compiled(output)
     return output
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import requests
 
@@ -132,7 +133,7 @@ def test_too_little_traffic_is_not_a_verdict(reference_state: Path, tmp_path: Pa
 def test_a_hashes_only_log_skips_the_text_measure_and_says_so(
     reference_state: Path, tmp_path: Path, validated: Path
 ) -> None:
-    texts = [json.loads(line)["text"] for line in (validated / "test.jsonl").read_text().splitlines()][:60]
+    texts = pd.read_parquet(validated / "test.parquet")["text"].tolist()[:60]
     _log(tmp_path / "log", texts, log_texts=False)
     # Traffic of another version is left out of the window and counted.
     _log(tmp_path / "log", texts[:5], version="9")
@@ -212,7 +213,7 @@ def test_monitor_flags_only_the_shifted_stream(champion: Path, validated: Path, 
     endpoint = deploy_local(NAME, "1", str(champion))
     try:
         log_dir = local_log_dir(champion, NAME)
-        held_out = [json.loads(line)["text"] for line in (validated / "test.jsonl").read_text().splitlines()][:300]
+        held_out = pd.read_parquet(validated / "test.parquet")["text"].tolist()[:300]
         window = ["monitor", "--model-name", NAME, "--state-dir", str(champion), "--window-texts", "300"]
         _send(endpoint.url, held_out, log_dir)
         assert main([*window, "--out", str(tmp_path / "unshifted")]) == 0
