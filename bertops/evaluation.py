@@ -33,6 +33,10 @@ class Evaluation:
     confusion_matrix: list[list[int]]
     # The predicted label of each row, in the split's order: what the served model answers for it.
     predicted: list[str] = field(default_factory=list)
+    # Each row's true label and the probability of its predicted label, in the same order: what the
+    # error analysis shows (evaluations written before these fields load with them empty).
+    actual: list[str] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -86,7 +90,8 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
 
 
 def compute_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> Evaluation:
-    """Accuracy, macro and per-class precision/recall/F1, ECE, the confusion matrix and each row's predicted label."""
+    """Accuracy, macro and per-class precision/recall/F1, ECE, the confusion matrix and each row's
+    true label, predicted label and confidence."""
     import numpy as np
 
     truth = np.asarray(y_true, dtype=np.int64)
@@ -120,6 +125,8 @@ def compute_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> 
         per_class=per_class,
         confusion_matrix=matrix.tolist(),
         predicted=[labels[i] for i in predicted_ids.tolist()],
+        actual=[labels[i] for i in truth.tolist()],
+        confidence=[round(float(p), 6) for p in (probs.max(axis=1) if len(probs) else [])],
     )
 
 

@@ -1,7 +1,7 @@
 """KFP component: fine-tune on a GPU node (CPU when none is there), or hand the run to the Kubeflow Trainer."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from bertops.images import CUDA_IMAGE
 
@@ -20,6 +20,7 @@ def finetune(
     namespace: str,
     model: Output[Model],
     metrics: Output[Metrics],
+    curves: Output[HTML],
     grad_accumulation: int = 1,
     precision: str = "auto",
     checkpoint_every: int = 500,
@@ -35,7 +36,7 @@ def finetune(
     candidate_id: str = "",
     pod_gpus: str = "0",
 ) -> None:
-    """Fine-tune ``base_model`` and publish the model directory and its training metrics.
+    """Fine-tune ``base_model`` and publish the model directory, its training metrics and its curves page.
 
     ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (``num_nodes`` x
     ``gpus_per_node`` GPUs sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else
@@ -43,10 +44,13 @@ def finetune(
     where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
     KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA; ``finetune_step`` says the rest.
     """
+    from dataclasses import asdict
     from pathlib import Path
 
+    from bertops.artifacts import CURVES_FILE
     from bertops.config import FinetuneConfig, fields_of
     from bertops.step import step
+    from components.finetune.curves import curves_html
     from components.finetune.launch import METRICS, cluster_job, finetune_step
 
     # The parameters named like FinetuneConfig's fields are its values: none is copied by hand.
@@ -67,3 +71,7 @@ def finetune(
             metrics.log_metric(name, float(getattr(result, name)))
         if result.onnx_max_abs_diff is not None:
             metrics.log_metric("onnx_max_abs_diff", result.onnx_max_abs_diff)
+        figure = Path(model.path) / CURVES_FILE
+        shown = {k: getattr(settings, k) for k in ("base_model", "learning_rate", "batch_size", "epochs", "max_steps")}
+        page = curves_html(candidate_id, asdict(result), shown, figure.read_bytes() if figure.is_file() else None)
+        Path(curves.path).write_text(page, encoding="utf-8")
