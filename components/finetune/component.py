@@ -44,14 +44,11 @@ def finetune(
     where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
     KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA; ``finetune_step`` says the rest.
     """
-    from dataclasses import asdict
     from pathlib import Path
 
-    from bertops.artifacts import CURVES_FILE
     from bertops.config import FinetuneConfig, fields_of
     from bertops.step import step
-    from components.finetune.curves import curves_html
-    from components.finetune.launch import METRICS, cluster_job, finetune_step
+    from components.finetune.launch import cluster_job, finetune_step, publish
 
     # The parameters named like FinetuneConfig's fields are its values: none is copied by hand.
     settings = FinetuneConfig(**fields_of(FinetuneConfig, locals()))
@@ -67,11 +64,4 @@ def finetune(
             pod_gpus,
         )
         model.metadata.update({"base_model": base_model, "framework": "transformers"})
-        for name in METRICS:
-            metrics.log_metric(name, float(getattr(result, name)))
-        if result.onnx_max_abs_diff is not None:
-            metrics.log_metric("onnx_max_abs_diff", result.onnx_max_abs_diff)
-        figure = Path(model.path) / CURVES_FILE
-        shown = {k: getattr(settings, k) for k in ("base_model", "learning_rate", "batch_size", "epochs", "max_steps")}
-        page = curves_html(candidate_id, asdict(result), shown, figure.read_bytes() if figure.is_file() else None)
-        Path(curves.path).write_text(page, encoding="utf-8")
+        publish(result, settings, candidate_id, metrics, Path(model.path), Path(curves.path))

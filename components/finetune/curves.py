@@ -44,6 +44,8 @@ KEY_NUMBERS = (
     ("resumed_from_step", "resumed from step"),
     ("stopped_early", "stopped early"),
 )
+# The settings the page shows: what a candidate may change.
+SHOWN_SETTINGS = ("base_model", "learning_rate", "batch_size", "epochs", "max_steps")
 HISTORY_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "val_accuracy", "learning_rate")
 
 
@@ -67,3 +69,15 @@ def curves_html(candidate: str, record: dict[str, Any], settings: dict[str, Any]
             html_report.table(HISTORY_COLUMNS, [[row.get(c, "") for c in HISTORY_COLUMNS] for row in history]),
         ]
     return html_report.page(f"Fine-tuning: candidate {candidate}", sections)
+
+
+def write_curves_page(
+    path: Path, candidate: str, model_dir: Path, record: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    """Write the candidate's ``curves_html`` page to ``path``, with the figure the run left in ``model_dir``."""
+    from bertops.artifacts import CURVES_FILE
+
+    figure = model_dir / CURVES_FILE
+    shown = {name: settings[name] for name in SHOWN_SETTINGS if name in settings}
+    page = curves_html(candidate, record, shown, figure.read_bytes() if figure.is_file() else None)
+    path.write_text(page, encoding="utf-8")
