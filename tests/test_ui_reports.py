@@ -77,7 +77,7 @@ def test_the_curves_page_shows_a_real_run_its_numbers_and_its_figure_inline(trai
     cells = {row[0]: row[1:] for row in page.rows if row}
     assert cells["optimizer steps"] == [str(record["steps"])] == ["20"]
     assert cells["validation accuracy (exported model)"] == [f"{record['validation_accuracy']:.4f}"]
-    assert cells["base_model"] == [INJECTED]
+    assert cells["base_model"] == [repr(INJECTED)] and cells["learning_rate"] == ["0.002"]
     history = [row for row in page.rows if row and row[0] in {str(h["step"]) for h in record["history"]}]
     assert len(history) == len(record["history"]) == 2
 

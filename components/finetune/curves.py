@@ -49,6 +49,11 @@ SHOWN_SETTINGS = ("base_model", "learning_rate", "batch_size", "epochs", "max_st
 HISTORY_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "val_accuracy", "learning_rate")
 
 
+def _shown(column: str, value: Any) -> Any:
+    """A history value as the page shows it: learning rates in significant digits (they are tiny)."""
+    return f"{value:.3g}" if column == "learning_rate" and isinstance(value, float) else value
+
+
 def curves_html(candidate: str, record: dict[str, Any], settings: dict[str, Any], png: bytes | None) -> str:
     """The candidate's training page for the Kubeflow UI: its settings, the run's key numbers from
     ``record`` (``training.json``), the curves figure ``png`` inline and the evaluation history."""
@@ -57,7 +62,8 @@ def curves_html(candidate: str, record: dict[str, Any], settings: dict[str, Any]
     history = record.get("history") or []
     sections = [
         "<h2>Settings</h2>",
-        html_report.table(["setting", "value"], sorted(settings.items())),
+        # As given: a learning rate of 5e-05 must not read as 0.0001.
+        html_report.table(["setting", "value"], [(name, repr(value)) for name, value in sorted(settings.items())]),
         "<h2>Result</h2>",
         html_report.table(["", "value"], [(label, record[key]) for key, label in KEY_NUMBERS if key in record]),
         "<h2>Curves</h2>",
@@ -66,7 +72,9 @@ def curves_html(candidate: str, record: dict[str, Any], settings: dict[str, Any]
     if history:
         sections += [
             "<h2>Evaluations</h2>",
-            html_report.table(HISTORY_COLUMNS, [[row.get(c, "") for c in HISTORY_COLUMNS] for row in history]),
+            html_report.table(
+                HISTORY_COLUMNS, [[_shown(c, row.get(c, "")) for c in HISTORY_COLUMNS] for row in history]
+            ),
         ]
     return html_report.page(f"Fine-tuning: candidate {candidate}", sections)
 
