@@ -363,6 +363,11 @@ def parameter_names() -> list[str]:
     return [f.name for group in GROUPS for f in dataclasses.fields(group)]
 
 
+def parameter_help() -> dict[str, str]:
+    """Every pipeline parameter's help text (its field's ``help`` metadata), in declaration order."""
+    return {f.name: f.metadata.get("help", "") for group in GROUPS for f in dataclasses.fields(group)}
+
+
 def parse_bool(text: str) -> bool:
     """``true``/``false`` (also 1/0, yes/no) as a flag's value."""
     if text.lower() in ("1", "true", "yes"):
@@ -450,13 +455,14 @@ def run_setting_problems(
     tracking_uri: str,
     state_dir: str,
     pod: bool,
+    data_path: str = "",
 ) -> list[str]:
     """What keeps a run with these parameters from working, one entry per parameter with its fix.
 
     ``workspace_pvc`` is the volume the pipeline was compiled with. With ``pod`` (the run's steps
     run in Kubernetes pods) the values that only make sense on one machine are refused too: a
     local endpoint, a registry inside the pod, a state directory relative to the pod's working
-    directory all vanish with the pod.
+    directory all vanish with the pod, and a relative ``data_path`` names this machine's checkout.
     """
     problems = []
     if finetune_gpus < 0:
@@ -486,6 +492,11 @@ def run_setting_problems(
         problems.append(
             f"state_dir={state_dir!r} is relative to the pod's working directory: set an absolute path "
             f"(e.g. {CLUSTER_STATE_DIR})"
+        )
+    if data_path and not PurePosixPath(data_path).is_absolute():
+        problems.append(
+            f"data_path={data_path!r} is relative, a path in this checkout that the pod does not have: set the "
+            f"path in the image that data_remote pulls into (e.g. {CLUSTER_DATA_PATH})"
         )
     return problems
 

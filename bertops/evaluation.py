@@ -36,6 +36,10 @@ class Evaluation:
     predicted: list[str] = field(default_factory=list)
     # The mean top-class probability: the drift monitor's reference for live traffic (NaN: not recorded).
     mean_confidence: float = float("nan")
+    # Each row's true label and the probability of its predicted label, in the same order: what the
+    # error analysis shows (evaluations written before these fields load with them empty).
+    actual: list[str] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -89,7 +93,8 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
 
 
 def compute_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> Evaluation:
-    """Accuracy, macro and per-class precision/recall/F1, ECE, the confusion matrix and each row's predicted label."""
+    """Accuracy, macro and per-class precision/recall/F1, ECE, the confusion matrix and each row's
+    true label, predicted label and confidence."""
     import numpy as np
 
     truth = np.asarray(y_true, dtype=np.int64)
@@ -124,6 +129,8 @@ def compute_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> 
         confusion_matrix=matrix.tolist(),
         predicted=[labels[i] for i in predicted_ids.tolist()],
         mean_confidence=float(probs.max(axis=1).mean()) if len(probs) else float("nan"),
+        actual=[labels[i] for i in truth.tolist()],
+        confidence=[round(float(p), 6) for p in (probs.max(axis=1) if len(probs) else [])],
     )
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+# The checkout this code runs from: its commit is the pipeline's code, wherever the command runs.
+CODE_ROOT = Path(__file__).resolve().parents[1]
 
-def commit(root: Path) -> str:
+
+def commit(root: Path = CODE_ROOT) -> str:
     """``HEAD`` of the checkout at ``root``, ``-dirty`` with uncommitted changes, ``unknown`` outside git."""
     try:
         head = subprocess.run(

@@ -8,7 +8,8 @@ from pathlib import Path
 from bertops import config as cfg
 from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
 from cli import git
-from pipelines.compile import DEFAULT_FINETUNE_RETRIES
+from pipelines.compile import DEFAULT_FINETUNE_RETRIES, DEFAULT_PARALLELISM
+from pipelines.submit import POLL_SECONDS
 
 COMPILED = "pipelines/compiled/bertops_pipeline.yaml"
 COMPILED_BATCH_SCORE = "pipelines/compiled/bertops_batch_score.yaml"
@@ -22,7 +23,14 @@ def cmd_compile(args: argparse.Namespace) -> None:
     if args.pipeline == "batch-score":
         path = compile_batch_pipeline(Path(args.output or COMPILED_BATCH_SCORE), args.workspace_pvc, args.target)
     else:
-        path = compile_pipeline(Path(args.output or COMPILED), args.workspace_pvc, args.finetune_retries, args.target)
+        path = compile_pipeline(
+            Path(args.output or COMPILED),
+            args.workspace_pvc,
+            args.finetune_retries,
+            args.target,
+            parallelism=args.parallelism,
+            git_commit=git.commit(),
+        )
     print(f"compiled pipeline: {path} (upload it in the Kubeflow UI or submit it with `kfp run create`)")
 
 
@@ -45,23 +53,35 @@ def pod_run(args: argparse.Namespace) -> cfg.PipelineConfig:
         deploy_target=run.serve.deploy_target,
         tracking_uri=run.registry.tracking_uri,
         state_dir=run.registry.state_dir,
+        data_path=run.data.data_path,
     )
     return run
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
-    """Compile the pipeline and submit a run of it with the given parameters."""
+    """Compile the pipeline and submit a run of it with the given parameters; with ``--wait``, wait
+    for the run to finish and fail unless it succeeded."""
     from pipelines.compile import compile_pipeline
-    from pipelines.submit import submit
+    from pipelines.submit import submit, wait_for_run
 
     # The run's steps run in pods: refuse what cannot work there before compiling or submitting.
     run = pod_run(args)
-    package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
-    arguments = {**run_arguments(args), "git_commit": git.commit(Path.cwd())}
-    run_id = submit(
-        args.host, package, arguments, args.experiment, args.run_name, args.service_account, run.serve.namespace
+    commit = git.commit()
+    package = compile_pipeline(
+        Path(args.output),
+        args.workspace_pvc,
+        args.finetune_retries,
+        args.target,
+        parallelism=args.parallelism,
+        git_commit=commit,
     )
-    print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r}")
+    arguments = {**run_arguments(args), "git_commit": commit}
+    namespace = run.serve.namespace
+    run_id = submit(args.host, package, arguments, args.experiment, args.run_name, args.service_account, namespace)
+    print(f"submitted {package} to {args.host}: run {run_id} in experiment {args.experiment!r} (commit {commit})")
+    if args.wait:
+        state = wait_for_run(args.host, run_id, namespace, args.wait_timeout, args.wait_poll)
+        print(f"run {run_id} {state}")
 
 
 def cluster_flags() -> argparse.ArgumentParser:
@@ -78,6 +98,13 @@ def cluster_flags() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_FINETUNE_RETRIES,
         help=f"restarts of a failed finetune task (default: {DEFAULT_FINETUNE_RETRIES})",
+    )
+    cluster.add_argument(
+        "--parallelism",
+        type=int,
+        default=DEFAULT_PARALLELISM,
+        help="candidates fine-tuned at once, each a GPU pod or training job (0: no limit; "
+        f"default: {DEFAULT_PARALLELISM})",
     )
     return cluster
 
@@ -125,6 +152,13 @@ def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser], cluste
         f"(default: {PIPELINE_SERVICE_ACCOUNT}, a Kubeflow profile's; pipeline-runner on standalone KFP)",
     )
     submit.add_argument("-o", "--output", default=COMPILED)
+    submit.add_argument(
+        "--wait", action="store_true", help="wait for the run to finish; exit non-zero unless it succeeded"
+    )
+    submit.add_argument(
+        "--wait-timeout", type=float, default=0, help="with --wait: give up after this many seconds (default: 0, none)"
+    )
+    submit.add_argument("--wait-poll", type=float, default=POLL_SECONDS, help=argparse.SUPPRESS)
     cfg.add_arguments(submit)
     submit.set_defaults(func=cmd_submit)
 

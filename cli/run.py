@@ -78,13 +78,22 @@ def cmd_run(args: argparse.Namespace) -> None:
 
         log.info("serving version %s from the serving image", result.version)
         deploy_docker_champion(name, result.version, state, config.registry.tracking_uri)
-    print(summary(config, result, metrics, tags, (time.perf_counter() - started) / 60))
+    from pipelines.local_reports import collect_reports
+
+    reports = collect_reports(state, tags.get("pipeline_run", ""))
+    print(summary(config, result, metrics, tags, (time.perf_counter() - started) / 60, reports))
 
 
 def summary(
-    config: cfg.PipelineConfig, result: LocalRunResult, metrics: dict[str, float], tags: dict[str, str], minutes: float
+    config: cfg.PipelineConfig,
+    result: LocalRunResult,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    minutes: float,
+    reports: Path | None = None,
 ) -> str:
-    """The end-of-run summary: data, winner, metrics, registration, promotion and the endpoint's answer."""
+    """The end-of-run summary: data, winner, metrics, registration, promotion, the endpoint's answer
+    and where the run's reports are."""
     from bertops import endpoints
 
     name, state = config.registry.model_name, config.registry.state_dir
@@ -115,6 +124,8 @@ def summary(
         )
     else:
         lines.append("  endpoint          none (this run's version was not deployed: see promotion)")
+    if reports is not None:
+        lines.append(f"  reports           {reports} (validation, curves per candidate, the winner's error analysis)")
     lines.append(f"  wall time         {minutes:.1f} min (full log: {result.log_file})")
     return "\n".join(lines)
 

@@ -24,8 +24,16 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         raise BertopsError("bertops schedule needs --host (the KFP API endpoint), or --dry-run to print the request")
     cron = kfp_cron(args.cron)
     run = pod_run(args)
-    package = compile_pipeline(Path(args.output), args.workspace_pvc, args.finetune_retries, args.target)
-    parameters = {**run_arguments(args), "git_commit": git.commit(Path.cwd()), "trigger": triggers.SCHEDULE}
+    commit = git.commit()
+    package = compile_pipeline(
+        Path(args.output),
+        args.workspace_pvc,
+        args.finetune_retries,
+        args.target,
+        parallelism=args.parallelism,
+        git_commit=commit,
+    )
+    parameters = {**run_arguments(args), "git_commit": commit, "trigger": triggers.SCHEDULE}
     name = args.name or f"{PIPELINE_NAME}-schedule"
     recurring = RecurringRun(
         name, cron, package, parameters, args.experiment, args.service_account, run.serve.namespace

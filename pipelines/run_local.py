@@ -10,6 +10,7 @@ environment. ``docker``: each step runs in the container image the compiled pipe
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -205,7 +206,7 @@ def run_local(
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
 
-    from pipelines.training_pipeline import build_pipeline
+    from pipelines.training_pipeline import build_pipeline, local_parallelism
 
     if runner not in RUNNERS:
         raise BertopsError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
@@ -227,7 +228,8 @@ def run_local(
         ):
             task_runner = _task_runner(config, runner, state_dir, Path(scratch))
             local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-            outputs = _run_pipeline(build_pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
+            pipeline = functools.partial(build_pipeline, parallelism=local_parallelism())
+            outputs = _run_pipeline(pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
     except BaseException:
         run_records.write(recorded, run_records.FAILED)
         fail_unfinished_runs(config.train.checkpoint_name, str(state_dir), config.registry.tracking_uri)

@@ -1,14 +1,33 @@
-"""Submit the compiled pipeline to a Kubeflow Pipelines server (what CI runs), once or on a schedule."""
+"""Submit the compiled pipeline to a Kubeflow Pipelines server (what CI runs), once or on a schedule, and wait for a run."""
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
 from bertops.errors import BertopsError
+
+# KFP's runtime states after which a run changes no more (kfp_server_api V2beta1RuntimeState).
+FINAL_STATES = ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELED")
+POLL_SECONDS = 15.0
+
+
+def _client(host: str, namespace: str) -> Any:
+    """``kfp.Client`` for ``host``, with the bearer token in ``$KFP_TOKEN`` if the server needs one."""
+    import warnings
+
+    import kfp
+
+    warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
+    return kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"), namespace=namespace)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def submit(
@@ -29,14 +48,8 @@ def submit(
     what KFP's own pipeline-runner role grants, and the Roles bertops.cluster binds to it.
     The bearer token, if the server needs one, comes from ``$KFP_TOKEN``.
     """
-    import warnings
-
-    import kfp
-
-    warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
     try:
-        client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"), namespace=namespace)
-        result = client.create_run_from_pipeline_package(
+        result = _client(host, namespace).create_run_from_pipeline_package(
             str(package),
             arguments=arguments,
             run_name=run_name,
@@ -45,8 +58,7 @@ def submit(
             service_account=service_account or None,
         )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BertopsError(f"cannot submit to KFP at {host}: {first}") from exc
+        raise BertopsError(f"cannot submit to KFP at {host}: {_first_line(exc)}") from exc
     return str(result.run_id)
 
 
@@ -120,3 +132,41 @@ def create_recurring_run(host: str, recurring: RecurringRun) -> str:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BertopsError(f"cannot create the recurring run on KFP at {host}: {first}") from exc
     return str(result.recurring_run_id)
+
+
+def wait_for_run(
+    host: str, run_id: str, namespace: str = PROFILE_NAMESPACE, timeout: float = 0, poll: float = POLL_SECONDS
+) -> str:
+    """Poll run ``run_id`` until it reaches a final state; returns it when the run succeeded.
+
+    ``BertopsError`` when it failed or was canceled (with the run's error and its failed tasks),
+    when ``timeout`` seconds (0: no limit) pass first, or when the server cannot be asked.
+    """
+    client = _client(host, namespace)
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    while True:
+        try:
+            run = client.get_run(run_id)
+        except Exception as exc:
+            raise BertopsError(f"cannot read run {run_id} from KFP at {host}: {_first_line(exc)}") from exc
+        state = str(run.state or "").upper()
+        if state in FINAL_STATES:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            raise BertopsError(f"run {run_id} still {state or 'not started'} after {timeout:g} s (--wait-timeout)")
+        time.sleep(poll)
+    if state in ("SUCCEEDED", "SKIPPED"):
+        return state
+    raise BertopsError(f"run {run_id} {state}: {run_failure(run)}")
+
+
+def run_failure(run: Any) -> str:
+    """What a failed run says about why: its error message and the tasks that failed, by display name."""
+    message = getattr(run.error, "message", None) or "no error message"
+    details = run.run_details.task_details if run.run_details else None
+    failed = [
+        f"{task.display_name}: {getattr(task.error, 'message', None) or 'failed'}"
+        for task in details or []
+        if str(task.state or "").upper() == "FAILED"
+    ]
+    return message + (f" (failed tasks: {'; '.join(failed)})" if failed else "")

@@ -8,12 +8,13 @@ named like its inputs: a new setting is one dataclass field and one component in
 """
 
 import inspect
+import os
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
 
 from bertops import cluster, triggers
-from bertops.config import profile
+from bertops.config import parameter_help, profile
 from components.candidates.component import plan_candidates, select_winner
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
@@ -22,6 +23,7 @@ from components.gate.component import promotion_gate
 from components.register.component import register
 from components.tokenize.component import tokenize
 from components.validate.component import validate
+from pipelines.compile import DEFAULT_PARALLELISM
 
 PIPELINE_NAME = "bertops-text-classifier"
 # Where a pipeline compiled with a workspace volume mounts it in the finetune pods.
@@ -50,13 +52,25 @@ class PipelineOutputs(NamedTuple):
 # Run parameters that are not settings of a config group.
 # trigger: why the run started (bertops.triggers), recorded in the registered version's lineage.
 EXTRA_PARAMETERS: dict[str, Any] = {"git_commit": "unknown", "trigger": triggers.MANUAL}
+EXTRA_HELP = {
+    "git_commit": "commit of the pipeline's code, recorded with the registered version and the endpoint "
+    "(bertops compile and submit fill it in from their checkout; -dirty: with uncommitted changes)",
+    "trigger": "why the run started: manual, schedule (a recurring run) or drift (the drift monitor); "
+    "recorded in the registered version's lineage",
+}
 PIPELINE_DESCRIPTION = (
     "Validate, tokenize, fine-tune candidates, evaluate, pick the winner, register it; "
     "promote and deploy it if it beats the champion."
 )
 
 
-def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: str = "local") -> Any:
+def build_pipeline(
+    workspace_pvc: str = "",
+    finetune_retries: int = 0,
+    target: str = "local",
+    parallelism: int = DEFAULT_PARALLELISM,
+    git_commit: str = "unknown",
+) -> Any:
     """The pipeline, with the options that are fixed at compile time.
 
     ``workspace_pvc``: a ReadWriteMany PVC mounted at /workspace in every finetune pod; it holds
@@ -64,19 +78,37 @@ def build_pipeline(workspace_pvc: str = "", finetune_retries: int = 0, target: s
     /workspace/checkpoints) and the data a TrainJob/PyTorchJob shares with the pipeline.
     ``finetune_retries``: how often a failed finetune task (a preempted node) is started again.
     ``target``: whose defaults the run parameters get (``bertops.config.profile``).
+    ``parallelism``: most candidates fine-tuned at once (0: no limit). ``git_commit``: the default
+    of the ``git_commit`` run parameter, so a run started from the uploaded YAML knows its code.
     """
-    defaults = profile(target).to_arguments() | EXTRA_PARAMETERS
+    defaults = profile(target).to_arguments() | EXTRA_PARAMETERS | {"git_commit": git_commit}
     if workspace_pvc:
         defaults["checkpoint_dir"] = f"{WORKSPACE_MOUNT}/checkpoints"
     names = list(defaults)
 
     def training_pipeline(*args: Any) -> PipelineOutputs:
         # KFP calls the pipeline with its parameters in signature order.
-        return pipeline_body(dict(zip(names, args, strict=True)) | {"workspace_pvc": workspace_pvc}, finetune_retries)
+        params = dict(zip(names, args, strict=True)) | {"workspace_pvc": workspace_pvc}
+        return pipeline_body(params, finetune_retries, parallelism)
 
     training_pipeline.__signature__ = pipeline_signature(defaults)  # type: ignore[attr-defined]
     training_pipeline.__name__ = "training_pipeline"
+    training_pipeline.__doc__ = parameter_docstring(names)
     return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(training_pipeline)
+
+
+def local_parallelism() -> int:
+    """Candidates a local run fine-tunes at once: one per CPU core this process may use (kfp.local
+    itself runs at most two loop iterations at a time), so a one-core machine trains them in turn."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def parameter_docstring(names: list[str]) -> str:
+    """A Google-style docstring whose ``Args:`` are the config's help texts: KFP parses it into the
+    description of each run parameter, which the Kubeflow UI shows on the run form."""
+    help_texts = parameter_help() | EXTRA_HELP
+    lines = [f"    {name}: {' '.join(help_texts[name].split())}" for name in names]
+    return "\n".join([PIPELINE_DESCRIPTION, "", "Args:", *lines])
 
 
 def pipeline_signature(defaults: dict[str, Any]) -> inspect.Signature:
@@ -96,33 +128,37 @@ def call(component: Any, params: dict[str, Any], **given: Any) -> Any:
     return component(**{name: params[name] for name in inputs if name in params and name not in given}, **given)
 
 
-def pipeline_body(p: dict[str, Any], finetune_retries: int) -> PipelineOutputs:
+def pipeline_body(p: dict[str, Any], finetune_retries: int, parallelism: int) -> PipelineOutputs:
     """The steps and how their outputs feed each other; ``p`` maps each run parameter to its channel."""
-    validated = call(validate, p)
+    validated = call(validate, p).set_display_name("Validate data")
     # Pulling from an S3 DVC remote in a pod. The local runner ignores Kubernetes settings.
     use_secret(validated, cluster.DVC_SECRET)
-    tokenized = call(tokenize, p, dataset=validated.outputs["dataset"])
+    tokenized = call(tokenize, p, dataset=validated.outputs["dataset"]).set_display_name("Tokenize")
     planned = call(plan_candidates, p, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    planned.set_display_name("Plan candidates")
     # Each run gets its own MLflow run, which a cached plan would share.
     planned.set_caching_options(False)
     mlflow_run = planned.outputs["mlflow_run"]
-    with dsl.ParallelFor(planned.outputs["candidates"]) as candidate:
+    with dsl.ParallelFor(planned.outputs["candidates"], name="candidates", parallelism=parallelism) as candidate:
         trained = finetune_task(p, candidate, validated, tokenized, finetune_retries, mlflow_run)
+        trained.set_display_name("Fine-tune")
         evaluated = call(evaluate, p, model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"])
+        evaluated.set_display_name("Evaluate")
     selected = call(
         select_winner,
         p,
         candidates=planned.outputs["candidates"],
         models=dsl.Collected(trained.outputs["model"]),
         evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
-    )
+        tokenized=tokenized.outputs["tokenized"],
+    ).set_display_name("Select the winner")
     gate = call(
         promotion_gate,
         p,
         winner_evaluation=selected.outputs["winner_evaluation"],
         tokenized=tokenized.outputs["tokenized"],
     )
-    gate.set_caching_options(False)
+    gate.set_caching_options(False).set_display_name("Promotion gate")
     # The gate downloads the champion from the registry's artifact store.
     use_secret(gate, cluster.ARTIFACT_SECRET)
     registered = call(
@@ -138,12 +174,12 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int) -> PipelineOutputs:
         mlflow_run=mlflow_run,
         validation_report=validated.outputs["report"],
     )
-    registered.set_caching_options(False)
+    registered.set_caching_options(False).set_display_name("Register")
     # With a tracking server that does not proxy artifacts, MLflow writes the model to S3 itself.
     use_secret(registered, cluster.ARTIFACT_SECRET)
     with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 - KFP condition syntax
         deployed = call(deploy, p, version=registered.outputs["Output"], pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-        deployed.set_caching_options(False)
+        deployed.set_caching_options(False).set_display_name("Deploy")
     return PipelineOutputs(
         validated.outputs["data_version"],
         validated.outputs["summary"],

@@ -63,18 +63,22 @@ class _KfpApi:
     back (kfp_server_api's V2beta1Experiment.experiment_id, V2beta1Run.run_id). Nothing here
     imitates the server's checks; the tests apply the server's rules to what was recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_states: list[dict] | None = None) -> None:
+        """``run_states``: the answers to reading the run back (``--wait``), in order; the last repeats."""
         import json
         import threading
         from http.server import BaseHTTPRequestHandler, HTTPServer
 
         requests: list[tuple[str, str, dict]] = []
+        states = list(run_states or [{}])
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 requests.append((self.command, self.path, json.loads(self.rfile.read(length) or b"{}")))
                 reply = {"experiment_id": "e1"} if "/experiments" in self.path else {"run_id": "r1"}
+                if self.command == "GET" and self.path.startswith("/apis/v2beta1/runs/r1"):
+                    reply |= states.pop(0) if len(states) > 1 else states[0]
                 data = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -152,8 +156,9 @@ def test_submit_sends_the_run_as_the_profile_account_with_the_commit_and_the_vol
         ),
         (
             ["--target", "local"],
-            ["deploy_target=local", "tracking_uri=''", "state_dir='.bertops'"],
+            ["deploy_target=local", "tracking_uri=''", "state_dir='.bertops'", "data_path='data'"],
         ),
+        (["--tracking-uri", "http://m:5000", "--data-path", "data/bbc"], ["data_path='data/bbc' is relative"]),
         (["--finetune-gpus", "-1", "--tracking-uri", "http://m:5000"], ["finetune_gpus=-1"]),
     ],
 )
@@ -167,6 +172,81 @@ def test_submit_refuses_a_run_that_cannot_work_before_compiling(
     assert lines[-1].startswith("bertops: error: this run cannot work in a Kubernetes pod: "), result.stderr
     assert all(fragment in lines[-1] for fragment in fragments), lines[-1]
     assert not (tmp_path / "p.yaml").exists()
+
+
+CLUSTER_RUN = ["--tracking-uri", "http://mlflow.mlflow:5000"]
+
+
+def test_submit_records_the_commit_of_the_code_wherever_it_is_run_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CI job may run `bertops submit` from outside the checkout: the commit is still the code's."""
+    from cli.main import main
+
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=repo)
+    monkeypatch.chdir(tmp_path)
+    api = _KfpApi()
+    try:
+        assert main(["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), *CLUSTER_RUN]) == 0
+    finally:
+        api.server.shutdown()
+    assert api.created_run()["runtime_config"]["parameters"]["git_commit"].startswith(head.stdout.strip())
+
+
+def _run_state(state: str, **fields: object) -> dict:
+    return {"run_id": "r1", "state": state, **fields}
+
+
+def test_submit_wait_waits_for_the_run_and_exits_zero_when_it_succeeds(tmp_path: Path, capsys) -> None:
+    from cli.main import main
+
+    api = _KfpApi([_run_state("PENDING"), _run_state("RUNNING"), _run_state("SUCCEEDED")])
+    try:
+        args = ["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), "--wait", "--wait-poll", "0.01"]
+        assert main([*args, *CLUSTER_RUN]) == 0
+    finally:
+        api.server.shutdown()
+    polls = [path for method, path, _ in api.requests if method == "GET" and path.startswith("/apis/v2beta1/runs/r1")]
+    assert len(polls) == 3
+    assert capsys.readouterr().out.strip().endswith("run r1 SUCCEEDED")
+
+
+def test_submit_wait_exits_non_zero_naming_the_failed_task_when_the_run_fails(tmp_path: Path, capsys) -> None:
+    from cli.main import main
+
+    failed = _run_state(
+        "FAILED",
+        error={"message": "1 task failed"},
+        run_details={
+            "task_details": [
+                {"display_name": "Validate data", "state": "SUCCEEDED"},
+                {"display_name": "Fine-tune", "state": "FAILED", "error": {"message": "CUDA out of memory"}},
+            ]
+        },
+    )
+    api = _KfpApi([_run_state("RUNNING"), failed])
+    try:
+        args = ["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), "--wait", "--wait-poll", "0.01"]
+        assert main([*args, *CLUSTER_RUN]) == 2
+    finally:
+        api.server.shutdown()
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == ("bertops: error: run r1 FAILED: 1 task failed (failed tasks: Fine-tune: CUDA out of memory)"), (
+        error
+    )
+
+
+def test_submit_wait_gives_up_after_its_timeout(tmp_path: Path, capsys) -> None:
+    from cli.main import main
+
+    api = _KfpApi([_run_state("RUNNING")])
+    try:
+        args = ["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), "--wait", "--wait-poll", "0.01"]
+        assert main([*args, "--wait-timeout", "0.05", *CLUSTER_RUN]) == 2
+    finally:
+        api.server.shutdown()
+    assert "run r1 still RUNNING after 0.05 s (--wait-timeout)" in capsys.readouterr().err
 
 
 def test_the_summary_of_an_unpromoted_run_names_the_version_still_served(tmp_path: Path) -> None:

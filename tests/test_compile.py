@@ -1,16 +1,23 @@
 """`bertops compile` writes IR YAML that kfp loads back and that parses strictly as a PipelineSpec."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from google.protobuf import json_format
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from bertops.cluster import PROFILE_NAMESPACE
-from bertops.config import parameter_names
+from bertops.config import parameter_help, parameter_names
 from bertops.images import CPU_IMAGE, CUDA_IMAGE
 from cli.main import main
+from pipelines.compile import DEFAULT_PARALLELISM
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_compiled_pipeline_loads_and_parses_strictly(tmp_path: Path) -> None:
@@ -162,3 +169,86 @@ def test_the_deploy_step_gets_mode_gpus_resources_and_lineage_as_run_parameters(
 def test_negative_retries_are_refused(tmp_path: Path, capsys) -> None:
     assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--finetune-retries", "-1"]) != 0
     assert "--finetune-retries must be 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["local", "cluster"])
+def test_every_run_parameter_is_described_on_the_run_form_from_the_config_help(tmp_path: Path, target: str) -> None:
+    """The Kubeflow UI's run form shows each parameter's description: the config field's help text."""
+    from pipelines.training_pipeline import EXTRA_HELP
+
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(out), "--target", target]) == 0
+    declared = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
+    undescribed = sorted(name for name, spec in declared.items() if not spec.get("description", "").strip())
+    assert not undescribed, f"{len(undescribed)} of {len(declared)} parameters have no description: {undescribed}"
+    expected = parameter_help() | EXTRA_HELP
+    assert set(declared) == set(expected)
+    assert {name: spec["description"] for name, spec in declared.items()} == expected
+
+
+def _compile_in_a_fresh_process(out: Path, seed: str, *args: str) -> bytes:
+    # kfp's header changed with each process's string hashing: each compile gets its own seed.
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run(
+        [sys.executable, "-m", "cli", "compile", "--output", str(out), *args],
+        check=True,
+        capture_output=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=300,
+    )
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("target", ["local", "cluster"])
+def test_compiling_twice_gives_byte_identical_yaml(tmp_path: Path, target: str) -> None:
+    first = _compile_in_a_fresh_process(tmp_path / "a.yaml", "1", "--target", target, "--workspace-pvc", "ws")
+    second = _compile_in_a_fresh_process(tmp_path / "b.yaml", "2", "--target", target, "--workspace-pvc", "ws")
+    assert first == second
+    header = [line for line in first.decode().splitlines() if line.startswith("#")]
+    # The header says integer defaults as integers, and struct defaults with sorted keys.
+    assert "#    batch_size: int [Default: 16]" in header
+    assert "#    serving_resources: dict [Default: {'limits': {'cpu': '4', 'memory': '8Gi'}, " in "\n".join(header)
+
+
+def test_tasks_have_display_names_and_the_candidate_loop_a_name_and_a_parallelism(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(out), "--parallelism", "3"]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    shown = {name: task["taskInfo"]["name"] for name, task in tasks.items()}
+    assert shown == {
+        "validate": "Validate data",
+        "tokenize": "Tokenize",
+        "plan-candidates": "Plan candidates",
+        "for-loop-1": "candidates",
+        "select-winner": "Select the winner",
+        "promotion-gate": "Promotion gate",
+        "register": "Register",
+        "condition-2": "promoted",
+    }
+    assert tasks["for-loop-1"]["iteratorPolicy"] == {"parallelismLimit": 3}
+    loop = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert {name: task["taskInfo"]["name"] for name, task in loop.items()} == {
+        "finetune": "Fine-tune",
+        "evaluate": "Evaluate",
+    }
+    assert spec["components"]["comp-condition-2"]["dag"]["tasks"]["deploy"]["taskInfo"]["name"] == "Deploy"
+    assert main(["compile", "--output", str(out)]) == 0
+    default_loop = next(yaml.safe_load_all(out.read_text()))["root"]["dag"]["tasks"]["for-loop-1"]
+    assert default_loop["iteratorPolicy"] == {"parallelismLimit": DEFAULT_PARALLELISM}
+
+
+def test_the_compiled_pipeline_records_the_commit_it_was_compiled_from(tmp_path: Path) -> None:
+    """A run started from the uploaded YAML (no git_commit given) still knows its code."""
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(out)]) == 0
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    ).stdout.strip()
+    assert _defaults(next(yaml.safe_load_all(out.read_text())))["git_commit"].startswith(head)
+
+
+def test_negative_parallelism_is_refused(tmp_path: Path, capsys) -> None:
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--parallelism", "-1"]) != 0
+    assert "--parallelism must be 0 (no limit) or more" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 from typing import Any, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 from bertops.images import CPU_IMAGE
 
@@ -52,17 +52,22 @@ def select_winner(
     models: Input[list[Model]],
     evaluations: Input[list[Artifact]],
     selection_metric: str,
+    tokenized: Input[Dataset],
     winner: Output[Model],
     winner_evaluation: Output[Artifact],
     selection: Output[Markdown],
+    error_analysis: Output[HTML],
 ) -> str:
-    """Pick the run's best candidate on ``selection_metric``; returns its id and writes why."""
+    """Pick the run's best candidate on ``selection_metric``; returns its id and writes why, and the
+    winner's error analysis on the test split of ``tokenized``."""
     import shutil
     from pathlib import Path
 
+    from bertops.artifacts import load_texts
     from bertops.evaluation import load_evaluation
     from bertops.step import step
     from components.candidates.candidates import select_winner as select
+    from components.candidates.error_analysis import error_analysis_html
 
     with step("select"):
         by_uri = {m.uri: m for m in models}
@@ -79,4 +84,8 @@ def select_winner(
             f"# Candidate selection\n\n{choice.reason}\n\n{choice.table}\n", encoding="utf-8"
         )
         winner_evaluation.metadata.update({"reason": choice.reason, "table": choice.table})
+        page = error_analysis_html(
+            str(chosen["id"]), scores[choice.winner].test, load_texts(Path(tokenized.path), "test")
+        )
+        Path(error_analysis.path).write_text(page, encoding="utf-8")
         return str(chosen["id"])

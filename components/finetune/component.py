@@ -1,7 +1,7 @@
 """KFP component: fine-tune on a GPU node (CPU when none is there), or hand the run to the Kubeflow Trainer."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from bertops.images import CUDA_IMAGE
 
@@ -20,6 +20,7 @@ def finetune(
     namespace: str,
     model: Output[Model],
     metrics: Output[Metrics],
+    curves: Output[HTML],
     grad_accumulation: int = 1,
     precision: str = "auto",
     checkpoint_every: int = 500,
@@ -38,7 +39,7 @@ def finetune(
     state_dir: str = ".bertops",
     tracking_uri: str = "",
 ) -> None:
-    """Fine-tune ``base_model`` and publish the model directory and its training metrics.
+    """Fine-tune ``base_model`` and publish the model directory, its training metrics and its curves page.
 
     ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (``num_nodes`` x
     ``gpus_per_node`` GPUs sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else
@@ -51,7 +52,7 @@ def finetune(
 
     from bertops.config import FinetuneConfig, fields_of
     from bertops.step import step
-    from components.finetune.launch import METRICS, cluster_job, finetune_step, start_tracking
+    from components.finetune.launch import cluster_job, finetune_step, publish, start_tracking
 
     # The parameters named like FinetuneConfig's fields are its values: none is copied by hand.
     settings = FinetuneConfig(**fields_of(FinetuneConfig, locals()))
@@ -63,7 +64,4 @@ def finetune(
             candidate_id, pod_gpus, tracked,
         )  # fmt: skip
         model.metadata.update({"base_model": base_model, "framework": "transformers", "mlflow_run_id": tracked.run_id})
-        for name in METRICS:
-            metrics.log_metric(name, float(getattr(result, name)))
-        if result.onnx_max_abs_diff is not None:
-            metrics.log_metric("onnx_max_abs_diff", result.onnx_max_abs_diff)
+        publish(result, settings, candidate_id, metrics, Path(model.path), Path(curves.path))

@@ -10,12 +10,14 @@ import logging
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from bertops.artifacts import write_training_record
 from bertops.config import FinetuneConfig, in_pod
 from bertops.k8s import load_api_client
 from bertops.tracking import CandidateRun, start_candidate_run
 from components.finetune.config import LoopConfig, checkpoint_location
+from components.finetune.curves import write_curves_page
 from components.finetune.finetune import TrainResult, train
 from components.finetune.job_spec import TrainJobConfig, check_launcher
 from components.finetune.trainjob import job_namespace, train_on_cluster
@@ -109,6 +111,17 @@ def start_tracking(
     """The candidate's MLflow run below the pipeline's ``mlflow_run``, its settings as parameters (best effort)."""
     params = {**asdict(settings), "launcher": launcher}
     return start_candidate_run(mlflow_run, candidate_id or "candidate", params, state_dir, tracking_uri)
+
+
+def publish(
+    result: TrainResult, settings: FinetuneConfig, candidate_id: str, metrics: Any, model_dir: Path, curves: Path
+) -> None:
+    """Log the run's ``METRICS`` to the step's KFP ``metrics`` artifact and write its curves page to ``curves``."""
+    for name in METRICS:
+        metrics.log_metric(name, float(getattr(result, name)))
+    if result.onnx_max_abs_diff is not None:
+        metrics.log_metric("onnx_max_abs_diff", result.onnx_max_abs_diff)
+    write_curves_page(curves, candidate_id, model_dir, asdict(result), asdict(settings))
 
 
 def cluster_job(namespace: str, num_nodes: int, gpus_per_node: int, workspace_pvc: str) -> TrainJobConfig:

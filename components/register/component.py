@@ -39,26 +39,22 @@ def register(
     import tempfile
     from pathlib import Path
 
-    from bertops.artifacts import training_record
     from bertops.champion_lock import champion_lock
-    from bertops.drift import PROFILE_FILE
     from bertops.evaluation import load_evaluation
     from bertops.step import step
-    from components.register.register import Submission, decisions, lineage, register_model, run_files
+    from components.register.register import Submission, decisions, lineage, register_model, run_files, scored
 
     with step("register"), tempfile.TemporaryDirectory() as scratch:
         scores = load_evaluation(Path(evaluation.path))
-        metrics = scores.flat()
-        training = training_record(Path(model.path))
-        metrics.update({f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)})
+        metrics = scored(scores, Path(model.path))
         internal = ("framework", "mlflow_run_id")
         params = {"max_length": max_length, **{k: v for k, v in model.metadata.items() if k not in internal}}
         origin = lineage(data_version, git_commit, pipeline_run, model.metadata, trigger)
         gate = json.loads(Path(decision.path).read_text(encoding="utf-8"))
         why, reasons = decisions(evaluation.metadata, gate, promote)
-        files = run_files(scores, Path(evaluation.path), Path(validation_report.path), Path(scratch))
-        if (Path(dataset.path) / PROFILE_FILE).is_file():
-            files[PROFILE_FILE] = Path(dataset.path) / PROFILE_FILE
+        files = run_files(
+            scores, Path(evaluation.path), Path(validation_report.path), Path(dataset.path), Path(scratch)
+        )
         submission = Submission(
             Path(model.path), model_name, metrics, params, origin, why, reasons, files,
             run_id=str(model.metadata.get("mlflow_run_id", "")), parent_run_id=mlflow_run,

@@ -20,6 +20,7 @@ from typing import Any
 
 from bertops.artifacts import CURVES_FILE, require_saved_model, training_record
 from bertops.champion_lock import champion_changed, current_champion
+from bertops.drift import PROFILE_FILE
 from bertops.evaluation import ModelEvaluation, confusion_matrix_png
 from bertops.registry import experiment_id, open_client, set_champion
 from bertops.state_lock import state_lock
@@ -143,15 +144,29 @@ def decisions(selection: dict[str, Any], gate: dict[str, Any], promote: bool) ->
     return sections, {"selection_reason": str(selection.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
 
 
-def run_files(scores: ModelEvaluation, evaluation: Path, validation_report: Path, scratch: Path) -> dict[str, Path]:
+def scored(scores: ModelEvaluation, model_dir: Path) -> dict[str, float]:
+    """The version's metrics: the evaluation's, plus the training record's numbers as ``train_*``."""
+    metrics = scores.flat()
+    training = training_record(model_dir)
+    metrics.update({f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)})
+    return metrics
+
+
+def run_files(
+    scores: ModelEvaluation, evaluation: Path, validation_report: Path, dataset: Path, scratch: Path
+) -> dict[str, Path]:
     """The files a pipeline's registered version has beside it in its run: the evaluation (JSON and
-    the test split's confusion matrix, drawn into ``scratch``) and the validation report."""
+    the test split's confusion matrix, drawn into ``scratch``), the validation report, and the validated
+    ``dataset``'s reference profile (the drift monitor's reference) where it has one."""
     confusion_matrix_png(scores.test, scratch / "confusion_matrix.png")
-    return {
+    files = {
         "evaluation.json": evaluation,
         "evaluation/confusion_matrix.png": scratch / "confusion_matrix.png",
         "validation/report.html": validation_report,
     }
+    if (dataset / PROFILE_FILE).is_file():
+        files[PROFILE_FILE] = dataset / PROFILE_FILE
+    return files
 
 
 def _new_run(client: Any, submission: Submission, state_dir: str) -> str:
