@@ -51,7 +51,7 @@ def finetune(
 
     # The parameters named like FinetuneConfig's fields are its values: none is copied by hand.
     settings = FinetuneConfig(**fields_of(FinetuneConfig, locals()))
-    with step("finetune"):
+    with step("finetune", tag=candidate_id):
         result = finetune_step(
             Path(tokenized.path),
             Path(model.path),
