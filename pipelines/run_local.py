@@ -146,7 +146,7 @@ class _StepLogFilter(io.TextIOBase):
         self._log, self._verbose = log, verbose
         self.board = ProgressBoard(terminal)
         self._buffer = ""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def write(self, text: str) -> int:
         with self._lock:

@@ -62,7 +62,7 @@ def _verdict(report: ValidationReport) -> str:
     failures = "".join(
         f"<li><b>{esc(c.split)}</b> split, {esc(c.column or 'table')}: {esc(c.description)}"
         + (f" &mdash; observed {esc(c.observed)}" if c.observed else "")
-        + (f" ({c.unexpected_count} bad rows)" if c.unexpected_count else "")
+        + (f" (first bad rows {esc(', '.join(map(str, c.rows)))})" if c.rows else "")
         + "</li>"
         for c in report.failures()
     )
@@ -129,10 +129,7 @@ def _drift_section(report: ValidationReport) -> str:
         f"<p>The train split against the reference profile of <code>{esc(report.reference_version)}</code> "
         "(the last data that passed), as KL divergence (0: the same distribution).</p>"
         f"<table><tr><th>distribution</th><th>KL divergence</th><th>threshold (max)</th><th>result</th></tr>"
-        f"{''.join(rows)}</table><div class=charts>"
-        f"{_bars_svg('Label mix (share of train rows)', list(drift.reference_labels | drift.train_labels), drift.reference_labels, drift.train_labels)}"
-        f"{_bars_svg('Text length in characters (share of rows)', bins, dict(zip(bins, drift.reference_lengths, strict=True)), dict(zip(bins, drift.train_lengths, strict=True)))}"
-        "</div>"
+        f"{''.join(rows)}</table><div class=charts>{charts}</div>"
     )
 
 

@@ -421,8 +421,8 @@ def _observed(
     if SHARE_OF in meta:
         share = (unexpected if meta.get("bound") == "max" else present - unexpected) / max(present, 1)
         return f"{share:.1%} of {present} rows", share
-    text = f"{unexpected} of {int(details.get('element_count') or 0)} rows"
-    if column is not None and str(column.name).endswith(LENGTH) and column.notna().any():
+    text = f"{unexpected} of {int(details.get('element_count') or 0)} rows bad"
+    if config.type == "expect_column_values_to_be_between" and column is not None and column.notna().any():
         text += f"; lengths {column.min():.0f}-{column.max():.0f}"
     return text, float(unexpected)
 
