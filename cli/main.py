@@ -12,10 +12,18 @@ from bertops.errors import BertopsError
 from bertops.redact import redact_credentials
 from cli import data, endpoints, kubeflow, models, monitor, run, schedule, score, ui
 
+# What `bertops --help` opens with: plain text, not the module docstring's reStructuredText.
+DESCRIPTION = (
+    "bertops: validate, fine-tune, evaluate, register and serve BERT-style text classifiers. "
+    "Run the whole pipeline on this machine (run), compile or submit it to Kubeflow (compile, submit), "
+    "check data (data, validate), classify texts with a local endpoint (predict, endpoints) and manage "
+    "registered versions (models)."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand with its flags; each sets ``func``, the function that runs it."""
-    parser = argparse.ArgumentParser(prog="bertops", description=__doc__)
+    parser = argparse.ArgumentParser(prog="bertops", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     run.add_parser(sub)

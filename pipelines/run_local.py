@@ -14,11 +14,14 @@ import functools
 import io
 import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +31,8 @@ from bertops.errors import BertopsError
 from bertops.redact import redact_credentials
 from bertops.step import ERROR_FILE_ENV
 from bertops.tracking import fail_unfinished_runs
+from bertops.training_progress import TrainingProgress, format_eta
+from bertops.training_progress import parse as parse_progress
 from pipelines import run_records
 from pipelines.task_group import tasks_die_with_this_process
 
@@ -45,7 +50,7 @@ class LocalRunResult:
     log_file: Path
 
 
-# Executor chatter that the full log keeps but the terminal does not need.
+# Executor and third-party chatter that the full log keeps but the terminal does not need.
 _NOISE = (
     "Got executor_input",
     "Looking for component",
@@ -55,36 +60,131 @@ _NOISE = (
     "RuntimeWarning",
     "warnings.warn(",
     "Streamed logs",
+    # Great Expectations' ephemeral context, matplotlib's first run on a machine.
+    "for ephemeral docs site",
+    "Matplotlib is building the font cache",
 )
+# kfp.local's orchestrator logs its bookkeeping on the root logger: how it resolves each loop
+# item's fields, a condition that skips a task, the removal of its workspace.
+_ORCHESTRATOR_CHATTER = (
+    "Applying expression selector",
+    "After expression selector",
+    "Skipping conditional task",
+    "Cleaned up workspace",
+)
+# Colour and cursor escape sequences (kfp.local colours task names and statuses).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences: what a log file holds."""
+    return _ANSI.sub("", text)
+
+
+class ProgressBoard:
+    """One progress line per fine-tuning candidate, prefixed with its id: on a terminal the lines are
+    redrawn in place below the other output; elsewhere (a pipe, CI) each report is printed as it comes.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.live = out.isatty()
+        self._lines: dict[str, TrainingProgress] = {}
+        self._drawn = 0
+
+    def print(self, line: str) -> None:
+        """A line of other output, above the progress lines."""
+        self._erase()
+        self._out.write((line if self.live else strip_ansi(line)) + "\n")
+        self._draw()
+
+    def update(self, progress: TrainingProgress) -> None:
+        """Show a candidate's progress; once every candidate shown has finished, its lines stay as printed."""
+        if not self.live:
+            self._out.write(self.render(progress) + "\n")
+            return
+        self._erase()
+        self._lines[progress.tag] = progress
+        self._draw()
+        if all(p.step >= p.total for p in self._lines.values()):
+            self._lines, self._drawn = {}, 0
+
+    def render(self, progress: TrainingProgress, width: int = 0) -> str:
+        """``finetune base  [#####.....]  30/60  loss 0.8123  41.7 samples/s  ETA 1:05``."""
+        filled = round(20 * progress.step / max(progress.total, 1))
+        name = f"finetune {progress.tag}" if progress.tag else "finetune"
+        return (
+            f"{name:<{width}}  [{'#' * filled}{'.' * (20 - filled)}] {progress.step:>{len(str(progress.total))}}"
+            f"/{progress.total}  loss {progress.loss:.4f}  {progress.samples_per_second:.1f} samples/s  "
+            f"ETA {format_eta(progress.eta_seconds)}"
+        )
+
+    def _draw(self) -> None:
+        columns = shutil.get_terminal_size((120, 24)).columns - 1
+        width = max((len(f"finetune {tag}") for tag in self._lines), default=0)
+        for progress in self._lines.values():
+            # Never wider than the terminal: a wrapped line would throw off the erasing.
+            self._out.write(self.render(progress, width)[:columns] + "\n")
+        self._drawn = len(self._lines)
+        self._out.flush()
+
+    def _erase(self) -> None:
+        self._out.write("\x1b[1A\x1b[2K" * self._drawn)
+        self._drawn = 0
 
 
 class _StepLogFilter(io.TextIOBase):
-    """Everything the tasks print goes to the run's log file; the terminal gets the steps' own
-    log lines (progress, results, errors) without the executor's JSON dumps.
+    """Everything the tasks print goes to the run's log file (without colour codes); the terminal
+    gets the steps' own log lines (results, errors) without the executor's JSON dumps and
+    third-party chatter, and each candidate's training progress as one line (``ProgressBoard``).
 
     Both get whole lines with the credentials of URLs masked (``bertops.redact``): the executor
     prints every task input, a tracking URI with a token among them. A line is written once its
-    newline arrives, so a URL split over two writes is still masked.
+    newline arrives, so a URL split over two writes is still masked. Parallel tasks print from
+    their own threads, hence the lock.
     """
 
     def __init__(self, log: TextIO, terminal: TextIO, verbose: bool):
-        self._log, self._terminal, self._verbose = log, terminal, verbose
+        self._log, self._verbose = log, verbose
+        self.board = ProgressBoard(terminal)
         self._buffer = ""
+        self._lock = threading.RLock()
 
     def write(self, text: str) -> int:
-        self._buffer += text
-        *lines, self._buffer = self._buffer.split("\n")
-        for line in map(redact_credentials, lines):
-            self._log.write(line + "\n")
-            step_line = "[KFP Executor" in line or "Executing task" in line or "finished with status" in line
-            if self._verbose or (step_line and not any(n in line for n in _NOISE)):
-                self._terminal.write(line + "\n")
-        self._terminal.flush()
+        with self._lock:
+            self._buffer += text
+            *lines, self._buffer = self._buffer.split("\n")
+            for line in map(redact_credentials, lines):
+                self._write_line(line)
+            self.flush()
         return len(text)
+
+    def _write_line(self, line: str) -> None:
+        plain = strip_ansi(line)
+        self._log.write(plain + "\n")
+        if self._verbose:
+            self.board.print(line)
+            return
+        progress = parse_progress(plain)
+        if progress is not None:
+            self.board.update(progress)
+            return
+        step_line = "[KFP Executor" in line or "Executing task" in line or "finished with status" in line
+        if step_line and not any(n in line for n in _NOISE):
+            # Parallel tasks indent each other's lines (kfp.local swaps print for an indenting one).
+            self.board.print(line.lstrip())
+
+    def log_only(self, record: logging.LogRecord) -> bool:
+        """A logging filter for the root logger: kfp.local's orchestrator chatter goes to the log file only."""
+        message = record.getMessage()
+        if self._verbose or not message.startswith(_ORCHESTRATOR_CHATTER):
+            return True
+        with self._lock:
+            self._log.write(strip_ansi(redact_credentials(message)) + "\n")
+        return False
 
     def flush(self) -> None:
         self._log.flush()
-        self._terminal.flush()
 
 
 RUNNERS = ("subprocess", "docker")
@@ -177,6 +277,20 @@ def _run_pipeline(
             os.environ[ERROR_FILE_ENV] = previous
 
 
+@contextlib.contextmanager
+def _terminal_filtered(log_handle: TextIO, verbose: bool) -> Iterator[_StepLogFilter]:
+    """While the pipeline runs, this process's stdout (where kfp.local prints the tasks' output) and
+    the root logger's records (kfp.local's own) pass through a ``_StepLogFilter``."""
+    step_log = _StepLogFilter(log_handle, sys.stdout, verbose)
+    root = logging.getLogger()
+    root.addFilter(step_log.log_only)
+    try:
+        with contextlib.redirect_stdout(step_log):
+            yield step_log
+    finally:
+        root.removeFilter(step_log.log_only)
+
+
 def named_run(config: PipelineConfig, runner: str) -> tuple[PipelineConfig, PipelineConfig]:
     """The run as recorded (``config`` with a run name: its start time when none is given) and as it
     runs: when no ``checkpoint_dir`` is set, with the state directory's checkpoint folder, where a run
@@ -222,7 +336,7 @@ def run_local(
         with (
             tempfile.TemporaryDirectory(prefix="bertops-run-", dir=state_dir) as scratch,
             log_file.open("w", encoding="utf-8") as log_handle,
-            contextlib.redirect_stdout(_StepLogFilter(log_handle, sys.stdout, verbose)),
+            _terminal_filtered(log_handle, verbose),
             # A docker runner's tasks are containers, which the engine runs, not this process.
             tasks_die_with_this_process(state_dir) if runner == "subprocess" else contextlib.nullcontext(),
         ):

@@ -268,3 +268,107 @@ def test_the_summary_of_an_unpromoted_run_names_the_version_still_served(tmp_pat
     text = summary(config, result, metrics, tags, 1.0)
     assert "http://127.0.0.1:9 still serves version 4" in text
     assert reason in text
+
+
+def _subcommands(parser: Any, name: str = "bertops") -> list[tuple[str, Any]]:
+    """``parser`` and every subcommand's parser below it, by command line."""
+    import argparse
+
+    found = [(name, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, sub_parser in action.choices.items():
+                found += _subcommands(sub_parser, f"{name} {sub}")
+    return found
+
+
+def test_help_shows_no_restructuredtext_markup() -> None:
+    import re
+
+    from cli.main import build_parser
+
+    commands = _subcommands(build_parser())
+    assert {"bertops", "bertops run", "bertops predict", "bertops validate"} <= {name for name, _ in commands}
+    for name, parser in commands:
+        text = parser.format_help()
+        assert not re.search(r"``|:(func|class|mod|meth|attr|ref):`", text), f"{name} --help:\n{text}"
+    # What the console prints, from the installed entry point's module.
+    shown = _bertops("--help")
+    assert shown.returncode == 0 and "``" not in shown.stdout and "Run the whole pipeline" in shown.stdout
+
+
+def _small_data(root: Path) -> Path:
+    """Three small valid splits: two balanced labels, distinct texts."""
+    import json
+
+    data = root / "data"
+    data.mkdir()
+    for split, n in (("train", 20), ("validation", 6), ("test", 6)):
+        rows = [{"text": f"{split} text number {i}", "label": "a" if i % 2 else "b"} for i in range(n)]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+def test_validate_writes_to_its_own_directory_never_into_the_pipeline_runs(tmp_path: Path) -> None:
+    data, state = _small_data(tmp_path), tmp_path / "state"
+    # A pipeline run's validation report, as kfp.local leaves it under the state directory.
+    run_report = state / "pipeline_root" / "run-1" / "validate" / "dataset" / "report.html"
+    run_report.parent.mkdir(parents=True)
+    run_report.write_text("the pipeline's report")
+
+    result = _bertops("validate", str(data), "--state-dir", str(state), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    own = state / "validate-cli"
+    assert f"report: {own / 'report.html'}" in result.stdout
+    assert "PASSED" in (own / "report.html").read_text() and (own / "train.jsonl").is_file()
+    assert not (tmp_path / ".bertops").exists()  # nothing in the default state directory either
+
+    refused = _bertops("validate", str(data), "--state-dir", str(state), "--out", str(run_report.parent))
+    assert refused.returncode == 2
+    assert "is inside the pipeline's artifacts" in refused.stderr and "--out" in refused.stderr
+    assert run_report.read_text() == "the pipeline's report"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "fragment"),
+    [
+        ("absent.txt", None, [], "--file {path}: no such file"),
+        ("empty.txt", "\n  \n", [], "--file {path}: no texts in it"),
+        (
+            "rows.jsonl",
+            '{"text": "fine"}\n{"body": "no text"}\n',
+            [],
+            "{path}: line 2 has no 'text' field (fields: 'body'",
+        ),
+        ("rows.jsonl", '{"text": "fine"}\n{"text": "trunc\n', [], "{path}: line 2 is not valid JSON"),
+        ("rows.jsonl", '{"text": "fine"}\n{"text": 3}\n', [], "{path}: line 2: 'text' is not a string (got int)"),
+        ("rows.csv", "id,body\n1,hello\n", [], "{path}: no column 'text' (columns: 'id', 'body'; see --column)"),
+        ("rows.csv", "id,body\n1,hello\n2,\n", ["--column", "body"], "{path}: line 3: 'body' is empty"),
+        ("lines.txt", "hello\n", ["--column", "body"], "--column applies to .jsonl and .csv files"),
+        ("lines.txt", b"caf\xe9\n", [], "{path}: line 1 is not valid UTF-8"),
+    ],
+    ids=[
+        "missing-file",
+        "empty-file",
+        "missing-field",
+        "bad-json",
+        "not-a-string",
+        "missing-column",
+        "empty-cell",
+        "column-of-text-file",
+        "not-utf8",
+    ],
+)
+def test_predict_file_problems_name_the_file_line_and_column(
+    tmp_path: Path, name: str, content: str | bytes | None, extra: list[str], fragment: str
+) -> None:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    result = _bertops("predict", "--file", str(path), *extra, "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bertops: error: ") and fragment.format(path=path) in last, result.stderr
+    assert "Traceback" not in result.stderr

@@ -97,7 +97,14 @@ def test_failed_validation_stops_the_pipeline_before_training(bbc_data: Path, st
     assert endpoints.list_endpoints(state_dir) == []
 
 
-def test_a_model_below_the_gate_is_registered_but_not_deployed(bbc_data: Path, state_dir: Path) -> None:
+def test_a_model_below_the_gate_is_registered_but_not_deployed(
+    bbc_data: Path, state_dir: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also what the run shows: a progress line per candidate, no third-party chatter, a plain log."""
+    import logging
+
+    # As `bertops` sets it: kfp.local's INFO records are made, and must not reach the terminal.
+    caplog.set_level(logging.INFO)
     config = PipelineConfig().replace(
         data_path=str(bbc_data),
         state_dir=str(state_dir),
@@ -112,3 +119,15 @@ def test_a_model_below_the_gate_is_registered_but_not_deployed(bbc_data: Path, s
     client = open_client("", state_dir)
     assert client.get_model_version("e2e-gated", result.version).aliases == []
     assert endpoints.list_endpoints(state_dir) == []
+
+    shown = capsys.readouterr().out
+    # One step each: one progress report per candidate, prefixed with its id.
+    progress = [line for line in shown.splitlines() if line.startswith("finetune ")]
+    assert sorted(line.split()[1] for line in progress) == ["base", "higher-lr"], shown
+    assert all(" 1/1  loss " in line and " samples/s  ETA 0:00" in line for line in progress), progress
+    for chatter in ("ephemeral docs site", "font cache", "Streamed logs", "Got executor_input"):
+        assert chatter not in shown
+    # kfp.local's orchestrator logs on the root logger: its bookkeeping goes to the log file only.
+    assert not any("expression selector" in r.getMessage() for r in caplog.records)
+    log = result.log_file.read_text()
+    assert "Applying expression selector" in log and "\x1b" not in log

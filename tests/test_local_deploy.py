@@ -162,3 +162,41 @@ def test_the_error_line_is_the_cause_not_the_last_line() -> None:
     traceback = "Traceback (most recent call last):\n  File 'x.py'\nOSError: no model here\n  during shutdown"
     assert error_line(traceback) == "OSError: no model here"
     assert error_line("") == "(nothing in its log)"
+
+
+def test_predict_classifies_a_file_in_batches_as_a_table_or_json_lines(registry: Path, tmp_path: Path) -> None:
+    import json
+
+    serving = _serving(registry)
+    labels = _labels(serving.url)
+    # 70 texts: more than the server takes in one request (64), so only batches get them all through.
+    texts = [f"Report number {i} on markets, football and elections" for i in range(70)]
+    plain = tmp_path / "texts.txt"
+    plain.write_text("\n".join(texts[:3]) + "\n\n" + "\n".join(texts[3:]) + "\n")
+    table = _bertops("predict", "--file", str(plain), "--endpoint", NAME, "--state-dir", str(registry))
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["LINE", "LABEL", "CONFIDENCE", "TEXT"] and len(rows) == 70
+    # Aligned columns: each row's label starts where the header's LABEL does, its text where TEXT does.
+    label_at, text_at = header.index("LABEL"), header.index("TEXT")
+    assert {row[label_at:].split()[0] for row in rows} <= labels
+    assert all(row[text_at:].startswith("Report number ") for row in rows)
+    assert [int(row.split()[0]) for row in rows] == [1, 2, 3, *range(5, 72)]  # line 4 is blank
+
+    records = tmp_path / "texts.csv"
+    records.write_text("id,body\n" + "".join(f'{i},"{text}"\n' for i, text in enumerate(texts[:5])))
+    answer = _bertops(
+        "predict", "--file", str(records), "--column", "body", "--batch-size", "2", "--json",
+        "--endpoint", NAME, "--state-dir", str(registry),
+    )  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    lines = [json.loads(line) for line in answer.stdout.splitlines()]
+    assert [(r["line"], r["text"]) for r in lines] == list(zip(range(2, 7), texts[:5], strict=True))
+    assert all(r["label"] in labels and r["confidence"] == r["probabilities"][r["label"]] for r in lines)
+
+    one_request = _bertops(
+        "predict", "--file", str(plain), "--batch-size", "70", "--endpoint", NAME, "--state-dir", str(registry)
+    )
+    assert one_request.returncode == 2
+    assert f"answered 400 for {plain} lines 1-71: " in one_request.stderr
+    assert "70 texts in one request; the limit is 64" in one_request.stderr

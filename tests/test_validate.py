@@ -60,7 +60,7 @@ def test_drift_is_measured_against_the_last_accepted_profile(bbc_data: Path, tmp
     second = validate_dataset(bbc_data, tmp_path / "b", "md5:second", profile_path=profile)
     assert second.reference_version == "md5:first"
     drift = [c for c in second.checks if "KLDivergence".lower() in c.expectation.replace("_", "").lower()]
-    assert len(drift) == 2 and all(float(c.observed) < 0.01 for c in drift)
+    assert len(drift) == 2 and all(c.value is not None and c.value < 0.01 for c in drift)
 
     shifted = tmp_path / "shifted"
     shutil.copytree(bbc_data, shifted)
@@ -185,3 +185,77 @@ def test_normalised_text_is_pythons_casefolded_whitespace_collapse_for_any_text(
     ]
     got = normalise_text(pd.Series(texts, index=range(10, 10 + len(texts)))).tolist()
     assert got == [re.sub(r"\s+", " ", t).strip().casefold() for t in texts]
+
+
+def _sections(page: str) -> list[str]:
+    """The page's headings in order."""
+    import re
+
+    return re.findall(r"<h[12][^>]*>(.*?)</h[12]>", page)
+
+
+def test_the_report_opens_with_the_verdict_the_splits_their_class_shares_and_the_drift(
+    bbc_data: Path, tmp_path: Path
+) -> None:
+    profile = tmp_path / "reference_profile.json"
+    validate_dataset(bbc_data, tmp_path / "a", "md5:first", profile_path=profile)
+    report = validate_dataset(bbc_data, tmp_path / "b", "md5:second", profile_path=profile)
+    page = (tmp_path / "b" / "report.html").read_text()
+
+    headings = _sections(page)
+    assert "PASSED" in headings[0]
+    assert [h.split(" (")[0] for h in headings[1:]] == [
+        "Splits and class shares",
+        "Drift from the accepted data",
+        "Checks",
+    ]
+    verdict = page[page.index("</h1>") : page.index("<h2>")]
+    assert "train 1487, validation 212, test 426 rows" in verdict and "all 66 checks passed" in verdict
+    # The class-share table: every label's rows and share in every split.
+    assert report.label_counts["train"]["sports"] == 352 and report.label_counts["test"]["tech"] == 69
+    assert "352 <small>(23.7%)</small>" in page and "69 <small>(16.2%)</small>" in page
+    # The drift figures with their thresholds, and a chart of each compared distribution.
+    drift = page[page.index("Drift from the accepted data") : page.index("<h2>Checks")]
+    kl = {c.column: c.value for c in report.checks if "kl_divergence" in c.expectation}
+    assert f"{kl['label']:.4f}</td><td class=num>0.1</td>" in drift
+    assert f"{kl['text']:.4f}</td><td class=num>0.1</td>" in drift
+    assert drift.count("<svg") == 2 and "Label mix" in drift and "Text length" in drift
+
+
+def test_every_check_shows_what_it_observed_and_bad_rows_only_where_rows_are_bad(
+    bbc_data: Path, tmp_path: Path
+) -> None:
+    report = validate_dataset(bbc_data, tmp_path / "out", "x")
+    assert all(c.observed for c in report.checks), [c.description for c in report.checks if not c.observed]
+    shares = [c for c in report.checks if "of rows" in c.description]
+    assert len(shares) == 3 * 5 * 2
+    # A class-share check's "unexpected" rows are the other labels' rows: no bad rows, no examples;
+    # it shows the label's share instead.
+    assert all(c.unexpected_count == 0 and c.rows == [] and c.examples == [] for c in shares)
+    sport = next(c for c in shares if c.split == "train" and c.description.startswith("label 'sports' has at least"))
+    assert sport.observed == "23.7% of 1487 rows" and sport.value == pytest.approx(352 / 1487)
+    rows = next(
+        c for c in report.checks if c.split == "validation" and c.expectation.endswith("row_count_to_be_between")
+    )
+    assert (rows.observed, rows.value) == ("212 rows", 212)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "1135" not in page  # the other labels' rows of train's 'sports' check (1487 - 352)
+
+
+def test_a_failed_report_names_the_failures_first_and_escapes_the_data(tmp_path: Path) -> None:
+    hostile = "<script>alert(1)</script>"
+    data = _small_splits(tmp_path, _relabel({3: hostile}))
+    with pytest.raises(ValidationFailed):
+        validate_dataset(data, tmp_path / "out", "x")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "FAILED" in _sections(page)[0]
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    verdict = page[page.index("</h1>") : page.index("<h2>")]
+    assert "checks failed" in verdict and "&lt;script&gt;" in verdict
+    table = page[page.index("<h2>Checks") :]
+    results = [cell for cell in table.split("<tr")[2:]]
+    outcomes = ["FAIL" in row for row in results]
+    assert outcomes == sorted(outcomes, reverse=True) and outcomes[0] and not outcomes[-1]
+    # The train split's class table marks the hostile label's share (1 of 20 rows is above 2%: only
+    # validation and test, where it is absent, fall below the minimum).
+    assert page.count('class="num bad"') == 2

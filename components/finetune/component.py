@@ -56,7 +56,7 @@ def finetune(
 
     # The parameters named like FinetuneConfig's fields are its values: none is copied by hand.
     settings = FinetuneConfig(**fields_of(FinetuneConfig, locals()))
-    with step("finetune"):
+    with step("finetune", tag=candidate_id):
         tracked = start_tracking(mlflow_run, candidate_id, settings, launcher, state_dir, tracking_uri)
         result = finetune_step(
             Path(tokenized.path), Path(model.path), settings, launcher,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from bertops.training_progress import TrainingProgress
 
 if TYPE_CHECKING:
     from components.finetune.finetune import TrainingRun, TrainResult
@@ -14,7 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class Progress:
-    """Reports a run's steps: a tqdm bar on a terminal; in a pipeline task (no TTY) a log line every tenth of the run."""
+    """Reports a run's steps: a tqdm bar on a terminal; in a pipeline task (no TTY) a log line every tenth
+    of the run (``bertops.training_progress``: step, loss, samples/s and ETA), which ``bertops run`` draws
+    as the candidate's progress line."""
 
     def __init__(self, run: TrainingRun) -> None:
         from tqdm import tqdm
@@ -22,6 +27,8 @@ class Progress:
         self.run = run
         self.interactive = sys.stderr.isatty() and run.ctx.is_main
         self.log_every = max(1, run.total_steps // 10)
+        # The ETA is wall time, evaluations and checkpoints included, at this invocation's pace.
+        self.started, self.first_step = time.perf_counter(), run.step
         self.bar: Any = tqdm(
             total=run.total_steps,
             initial=run.step,
@@ -53,7 +60,9 @@ class Progress:
         rate = run.samples_done * run.ctx.world_size / run.clock.seconds
         self.bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{rate:.1f}")
         if run.ctx.is_main and not self.interactive and due:
-            log.info("step %d/%d  loss %.4f  %.1f samples/s", run.step, run.total_steps, loss, rate)
+            done = run.step - self.first_step
+            eta = (time.perf_counter() - self.started) / done * (run.total_steps - run.step) if done else None
+            log.info("%s", TrainingProgress(run.step, run.total_steps, loss, rate, eta).message())
 
 
 def log_evaluation(run: TrainingRun, entry: dict[str, float]) -> None:

@@ -10,7 +10,6 @@ inside the functions that use it and nowhere else in the project.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -23,6 +22,7 @@ from bertops.artifacts import write_validated_split
 from bertops.config import ValidationConfig, check_run_settings, in_pod, run_setting_problems
 from bertops.dataio import SPLITS, load_dataset
 from bertops.errors import BertopsError
+from components.validate.report_html import render_html
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -38,6 +38,11 @@ NEAR_SEEN = "__near_duplicate_of_earlier_split"
 # Label rows flagged as malformed: padded with whitespace, a case/whitespace variant of a more
 # common label, or of the minority kind in a column that mixes numeric codes and names.
 PADDED, VARIANT, MIXED = "__padded", "__case_variant", "__mixed_kind"
+# The meta key of the class-share checks: their "unexpected" rows are the other labels' rows,
+# which are not bad rows, so the report shows the label's share instead.
+SHARE_OF = "share_of"
+# How a missing label is counted in the report's class-share table.
+MISSING_LABEL = "(missing)"
 
 
 class ValidationFailed(BertopsError):
@@ -58,6 +63,28 @@ class CheckResult:
     examples: list[str] = field(default_factory=list)
     # 1-based data rows of the split (the line number in a JSON Lines file).
     rows: list[int] = field(default_factory=list)
+    # The number ``observed`` shows: a share (0-1), a KL divergence or a count; None where there is none.
+    value: float | None = None
+
+
+@dataclass
+class DriftFigures:
+    """What the drift checks compared: the reference profile's and this train split's distributions.
+
+    Shares sum to 1; ``length_edges`` bound the text-length bins (in characters after stripping)
+    that ``reference_lengths`` and ``train_lengths`` share out.
+    """
+
+    reference_labels: dict[str, float]
+    train_labels: dict[str, float]
+    length_edges: list[float]
+    reference_lengths: list[float]
+    train_lengths: list[float]
+    max_label_drift: float
+    max_length_drift: float
+    # The columns the label-mix and the text-length checks name.
+    label_column: str = "label"
+    text_column: str = "text"
 
 
 @dataclass
@@ -70,6 +97,11 @@ class ValidationReport:
     labels: list[str]
     reference_version: str
     checks: list[CheckResult]
+    # Rows per label in each split (a missing label counts under MISSING_LABEL).
+    label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The class-share bounds every label of every split must keep (min_class_share, max_class_share).
+    share_bounds: tuple[float, float] = (0.0, 1.0)
+    drift: DriftFigures | None = None
 
     def failures(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.success]
@@ -306,12 +338,14 @@ def _label_expectations(split: str, label: str, labels: list[str], config: Valid
                 value_set=[name],
                 mostly=config.min_class_share,
                 description=f"label {name!r} has at least {config.min_class_share:.0%} of rows (class collapse)",
+                meta={SHARE_OF: name, "bound": "min"},
             ),
             exp.ExpectColumnValuesToNotBeInSet(
                 column=label,
                 value_set=[name],
                 mostly=round(1 - config.max_class_share, 6),
                 description=f"label {name!r} has at most {config.max_class_share:.0%} of rows",
+                meta={SHARE_OF: name, "bound": "max"},
             ),
         ]
     return checks
@@ -350,38 +384,65 @@ def _run_suite(
     asset = context.data_sources.add_pandas(f"pandas-{split}").add_dataframe_asset(name=split)
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": derived})
     result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 3})
-    checks = []
-    for item in result.results:
-        config = item.expectation_config
-        details = item.result or {}
-        column = config.kwargs.get("column")
-        rows = [int(i) for i in details.get("partial_unexpected_index_list", [])[:3]]
-        # Derived columns hold hashes and flags; show the text or label they came from instead.
-        source = next(
-            (base for base in (text_column, label_column) if column and column.startswith(base + "__")), column
-        )
-        examples = [repr(original[source].iloc[i])[:80] for i in rows] if source in original.columns else []
-        observed = details.get("observed_value")
-        if not item.success and item.exception_info and item.exception_info.get("raised_exception"):
-            examples.append(str(item.exception_info.get("exception_message", ""))[:160])
-        checks.append(
-            CheckResult(
-                split=split,
-                expectation=config.type,
-                description=config.description or config.type,
-                column=source,
-                success=bool(item.success),
-                unexpected_count=int(details.get("unexpected_count") or 0),
-                observed=""
-                if observed is None
-                else f"{float(observed):.4g}"
-                if isinstance(observed, float | int)
-                else str(observed),
-                examples=examples,
-                rows=[i + 1 for i in rows],
-            )
-        )
-    return checks
+    return [_check_result(split, item, derived, original, (text_column, label_column)) for item in result.results]
+
+
+def _check_result(
+    split: str, item: Any, derived: pd.DataFrame, original: pd.DataFrame, sources: tuple[str, str]
+) -> CheckResult:
+    """One expectation's result as the report shows it: the observed value, and bad rows only where rows are bad."""
+    config = item.expectation_config
+    details = item.result or {}
+    column = config.kwargs.get("column")
+    # Derived columns hold hashes and flags; show the text or label they came from instead.
+    source = next((base for base in sources if column and column.startswith(base + "__")), column)
+    observed, value = _observed(config, details, derived.get(column) if column else None, bool(item.success))
+    share_check = SHARE_OF in (config.meta or {})
+    rows = [] if share_check else [int(i) for i in details.get("partial_unexpected_index_list", [])[:3]]
+    examples = [repr(original[source].iloc[i])[:80] for i in rows] if source in original.columns else []
+    if not item.success and item.exception_info and item.exception_info.get("raised_exception"):
+        examples.append(str(item.exception_info.get("exception_message", ""))[:160])
+    return CheckResult(
+        split=split,
+        expectation=config.type,
+        description=config.description or config.type,
+        column=source,
+        success=bool(item.success),
+        unexpected_count=0 if share_check else int(details.get("unexpected_count") or 0),
+        observed=observed,
+        examples=examples,
+        rows=[i + 1 for i in rows],
+        value=value,
+    )
+
+
+def _observed(
+    config: Any, details: dict[str, Any], column: pd.Series | None, success: bool
+) -> tuple[str, float | None]:
+    """What a check saw, in words and as a number: a label's share, a KL divergence, a row count, or bad rows of all."""
+    meta = config.meta or {}
+    value = details.get("observed_value")
+    if config.type == "expect_column_to_exist":
+        return ("present" if success else "missing"), None
+    if "threshold" in config.kwargs:
+        limit = f"max {config.kwargs['threshold']:g}"
+        if isinstance(value, float | int):
+            return f"KL {float(value):.4f} ({limit})", float(value)
+        # GX reports an infinite divergence as None: mass where the reference has none.
+        return f"KL infinite: values the reference never had ({limit})", None
+    if isinstance(value, float | int):
+        return f"{int(value)} rows", float(value)
+    if "unexpected_count" not in details:
+        return ("" if value is None else str(value)), None
+    present = int(details.get("element_count") or 0) - int(details.get("missing_count") or 0)
+    unexpected = int(details.get("unexpected_count") or 0)
+    if SHARE_OF in meta:
+        share = (unexpected if meta.get("bound") == "max" else present - unexpected) / max(present, 1)
+        return f"{share:.1%} of {present} rows", share
+    text = f"{unexpected} of {int(details.get('element_count') or 0)} rows bad"
+    if config.type == "expect_column_values_to_be_between" and column is not None and column.notna().any():
+        text += f"; lengths {column.min():.0f}-{column.max():.0f}"
+    return text, float(unexpected)
 
 
 def validate_frames(
@@ -397,7 +458,10 @@ def validate_frames(
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     config = config or ValidationConfig()
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # Some GX modules set their own logger to INFO when imported (one announces the temporary
+    # directory of every ephemeral context): quiet them all, not only the package's logger.
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "great_expectations"]:
+        logging.getLogger(name).setLevel(logging.WARNING)
     prepared = derive_columns(frames, text_column, label_column)
     train = prepared["train"]
     if config.labels:
@@ -419,8 +483,45 @@ def validate_frames(
         labels=labels,
         reference_version=reference["data_version"] if reference else "",
         checks=checks,
+        label_counts=_label_counts(frames, label_column),
+        share_bounds=(config.min_class_share, config.max_class_share),
+        drift=_drift_figures(train, text_column, label_column, config, reference),
     )
     return report, prepared
+
+
+def _label_counts(frames: dict[str, pd.DataFrame], label_column: str) -> dict[str, dict[str, int]]:
+    """Rows per label in each split that has the label column, labels as strings, missing ones as ``MISSING_LABEL``."""
+    counts = {}
+    for split, frame in frames.items():
+        if label_column in frame.columns:
+            labels = frame[label_column].map(lambda v: MISSING_LABEL if v is None or v != v else str(v))
+            counts[split] = {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
+    return counts
+
+
+def _drift_figures(
+    train: pd.DataFrame, text_column: str, label_column: str, config: ValidationConfig, reference: dict[str, Any] | None
+) -> DriftFigures | None:
+    """The distributions the drift checks compared, for the report's chart; None without a reference or columns."""
+    import numpy as np
+
+    if reference is None or label_column not in train.columns or text_column + LENGTH not in train.columns:
+        return None
+    shares = train[label_column].astype(str).value_counts(normalize=True)
+    lengths = train[text_column + LENGTH].dropna().to_numpy()
+    counts, _ = np.histogram(lengths, bins=reference["length_edges"])
+    return DriftFigures(
+        reference_labels={str(k): float(v) for k, v in reference["labels"].items()},
+        train_labels={str(k): float(v) for k, v in shares.sort_index().items()},
+        length_edges=[float(e) for e in reference["length_edges"]],
+        reference_lengths=[float(w) for w in reference["length_weights"]],
+        train_lengths=[float(c) / max(int(counts.sum()), 1) for c in counts],
+        max_label_drift=config.max_label_drift,
+        max_length_drift=config.max_length_drift,
+        label_column=label_column,
+        text_column=text_column,
+    )
 
 
 def failure_message(report: ValidationReport, source: str) -> str:
@@ -486,40 +587,6 @@ def validate_dataset(
         tmp.replace(profile_path)
     log.info("validation passed: %s", report.summary())
     return report
-
-
-def render_html(report: ValidationReport) -> str:
-    """A self-contained HTML page (inline CSS, no CDN) that the Kubeflow UI shows as is."""
-    rows = "\n".join(
-        f"<tr class={'ok' if c.success else 'bad'}><td>{html.escape(c.split)}</td>"
-        f"<td>{html.escape(c.description)}<br><small>{html.escape(c.expectation)}</small></td>"
-        f"<td>{html.escape(c.column or '(table)')}</td><td>{'pass' if c.success else 'FAIL'}</td>"
-        f"<td>{c.unexpected_count or ''}</td><td>{html.escape(c.observed)}</td>"
-        f"<td>{html.escape(', '.join(map(str, c.rows)))}</td><td>{html.escape('; '.join(c.examples))}</td></tr>"
-        for c in report.checks
-    )
-    verdict = "PASSED" if report.success else "FAILED"
-    counts = ", ".join(f"{k}: {v}" for k, v in report.rows.items())
-    drift = (
-        f"Drift measured against the reference profile of <code>{html.escape(report.reference_version)}</code>."
-        if report.reference_version
-        else "No reference profile yet: drift not measured (this data becomes the reference if it passes)."
-    )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>bertops data validation: {verdict}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
-table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;font-size:.9rem;vertical-align:top}}
-th{{background:#f3f3f3}}tr.bad td{{background:#fde8e8}}tr.ok td:nth-child(4){{color:#17702f}}small{{color:#666}}
-.verdict{{font-weight:bold;color:{"#17702f" if report.success else "#b00020"}}}
-</style></head><body>
-<h1>Data validation: <span class="verdict">{verdict}</span></h1>
-<p>Data version <code>{html.escape(report.data_version)}</code>; rows {html.escape(counts)};
-labels {html.escape(", ".join(report.labels))}. {html.escape(report.summary())}. {drift}</p>
-<table><tr><th>split</th><th>expectation</th><th>column</th><th>result</th><th>bad rows</th><th>observed</th><th>rows</th><th>examples</th></tr>
-{rows}
-</table></body></html>
-"""
 
 
 def validate_source(
