@@ -146,7 +146,9 @@ def test_onnxruntime_comes_from_exactly_one_extra() -> None:
     assert "onnxruntime-gpu" in names(extras["cuda"]) and "onnxruntime" not in names(extras["cuda"])
     assert "onnxruntime-gpu[cuda,cudnn]==1.31.1" in extras["cuda"]
     assert not names(extras["dev"]) & {"onnxruntime", "onnxruntime-gpu"}
-    assert "pip install --quiet -e '.[dev,cpu]'" in (REPO_ROOT / "Makefile").read_text()
+    # The `ui` extra (the full mlflow package) must not bring either build in by another road.
+    assert not names(extras["ui"]) & {"onnxruntime", "onnxruntime-gpu"}
+    assert "pip install --quiet -e '.[dev,cpu,ui]'" in (REPO_ROOT / "Makefile").read_text()
 
 
 def test_export_without_onnxruntime_is_refused_and_writes_nothing(
