@@ -79,6 +79,9 @@ def show_version(name: str, version: str, state_dir: str = ".bertops", tracking_
     lines += [
         f"  {'selection':<16}{v.tags.get('selection_reason', '')}",
         f"  {'gate':<16}{v.tags.get('gate_reason', '')}",
+        # Versions registered before int8 existed have no serving.json: their servers run fp32.
+        f"  {'serving':<16}{v.tags.get('serving_variant', 'fp32')}  "
+        f"{v.tags.get('serving_variant_reason', '(registered before the int8 variant)')}",
     ]
     lines.append("  metrics")
     lines += [f"    {k:<28}{value:.4f}" for k, value in sorted(version_metrics(client, name, version).items())]

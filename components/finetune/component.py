@@ -34,6 +34,7 @@ def finetune(
     checkpoint_name: str = "",
     candidate_id: str = "",
     pod_gpus: str = "0",
+    quantize: str = "int8",
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
@@ -41,7 +42,8 @@ def finetune(
     ``gpus_per_node`` GPUs sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else
     ``namespace``). Checkpoints go to ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``,
     where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
-    KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA; ``finetune_step`` says the rest.
+    KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA. ``quantize`` int8 exports
+    ``model.int8.onnx`` beside ``model.onnx``; ``finetune_step`` says the rest.
     """
     from pathlib import Path
 
@@ -61,6 +63,7 @@ def finetune(
             checkpoint_name or run_name,
             candidate_id,
             pod_gpus,
+            quantize,
         )
         model.metadata.update({"base_model": base_model, "framework": "transformers"})
         for name in METRICS:

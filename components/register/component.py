@@ -37,7 +37,8 @@ def register(
     from components.register.register import GATE_DECISION, GATE_REASON_TAG, Submission, register_model
 
     with step("register"):
-        metrics = load_evaluation(Path(evaluation.path)).flat()
+        served = load_evaluation(Path(evaluation.path))
+        metrics = served.flat()
         training = training_record(Path(model.path))
         metrics.update({f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)})
         params = {"max_length": max_length, **{k: v for k, v in model.metadata.items() if k != "framework"}}
@@ -56,7 +57,7 @@ def register(
         reasons = {"selection_reason": str(evaluation.metadata.get("reason", "")), GATE_REASON_TAG: str(gate["reason"])}
         submission = Submission(
             Path(model.path), model_name, metrics, params, lineage, decisions, reasons,
-            files={"evaluation.json": Path(evaluation.path)},
+            files={"evaluation.json": Path(evaluation.path)}, serving=served.serving_record(),
         )  # fmt: skip
         what = f"register {model_name} for run {pipeline_run}"
         lock = champion_lock(model_name, state_dir, what, deploy_target, namespace) if promote else None

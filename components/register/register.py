@@ -10,6 +10,7 @@ run has replaced since registers its version without promoting it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from contextlib import AbstractContextManager, nullcontext
@@ -19,6 +20,7 @@ from typing import Any
 
 from bertops.artifacts import CURVES_FILE, require_saved_model, training_record
 from bertops.champion_lock import champion_changed, current_champion
+from bertops.evaluation import SERVING_FILE
 from bertops.registry import experiment_id, open_client, set_champion
 from bertops.state_lock import state_lock
 
@@ -36,7 +38,8 @@ class Submission:
     ``lineage`` holds at least ``data_version``, ``git_commit``, ``base_model`` and
     ``pipeline_run``; ``decisions`` (title -> Markdown: candidate selection, promotion gate) go
     into the model card; ``tags`` are extra version tags; ``files`` (name -> local file) are
-    logged beside the model as run artifacts, e.g. the evaluation.
+    logged beside the model as run artifacts, e.g. the evaluation; ``serving`` (the evaluation's
+    ``serving_record``) becomes the model's ``serving.json`` and its ``serving_variant`` tags.
     """
 
     model_dir: Path
@@ -47,6 +50,7 @@ class Submission:
     decisions: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    serving: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,6 +142,9 @@ def _log_run(client: Any, submission: Submission, card: str, state_dir: str) -> 
         for name, path in submission.files.items():
             client.log_text(run_id, path.read_text(encoding="utf-8"), name)
         client.log_artifacts(run_id, str(submission.model_dir), "model")
+        if submission.serving:
+            # Beside the model's files, not into the finetune step's directory: servers read it there.
+            client.log_text(run_id, json.dumps(submission.serving), f"model/{SERVING_FILE}")
         client.log_text(run_id, card, "model_card.md")
         client.set_terminated(run_id, "FINISHED")
     except Exception:
@@ -154,12 +161,18 @@ def _refused(submission: Submission, reason: str) -> Submission:
     return replace(submission, decisions=decisions, tags=tags)
 
 
+def serving_tags(serving: dict[str, str]) -> dict[str, str]:
+    """The version tags that say which variant serves and why (none when ``serving`` is empty)."""
+    return {"serving_variant": serving["variant"], "serving_variant_reason": serving["reason"]} if serving else {}
+
+
 def _create_version(client: Any, submission: Submission, run: Any, promoted: bool, card: str) -> str:
     """Create the version with all its tags in one registry call; returns its number."""
     tags = {
         **submission.lineage,
         **submission.tags,
         "promoted": str(promoted).lower(),
+        **serving_tags(submission.serving),
         **{f"metric.{k}": f"{v:.6f}" for k, v in submission.metrics.items()},
     }
     source = f"{run.info.artifact_uri}/model"
