@@ -257,3 +257,19 @@ def test_a_registered_int8_version_is_served_from_model_int8_onnx(registry: Path
 def test_a_version_registered_before_variants_is_served_as_fp32(registry: Path) -> None:
     line = _served_backend(deploy_local(NAME, "1", str(registry)))
     assert "onnxruntime (CPUExecutionProvider)" in line and "int8" not in line
+
+
+def test_the_pipeline_passes_quantize_to_finetune_and_the_tolerance_to_evaluate(tmp_path: Path) -> None:
+    import yaml
+
+    from cli.main import main
+
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--output", str(out)]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert (defaults["quantize"], defaults["int8_tolerance"]) == ("int8", 0.005)
+    tasks = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    for task, name in (("finetune", "quantize"), ("evaluate", "int8_tolerance")):
+        binding = tasks[task]["inputs"]["parameters"][name]
+        assert binding == {"componentInputParameter": f"pipelinechannel--{name}"}
