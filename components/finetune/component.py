@@ -33,18 +33,15 @@ def finetune(
     run_name: str = "",
     checkpoint_name: str = "",
     candidate_id: str = "",
-    pod_gpus: str = "0",
-    quantize: str = "int8",
+    pod_gpus: str = "0",  # a string, as the KFP driver reads it
+    quantize: str = "int8",  # int8: also export model.int8.onnx beside model.onnx
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory and its training metrics.
 
-    ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (``num_nodes`` x
-    ``gpus_per_node`` GPUs sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else
-    ``namespace``). Checkpoints go to ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``,
-    where a restarted pod or a run of the same checkpoint name resumes. ``pod_gpus`` (a string, as the
-    KFP driver reads it) above 0 in a pod makes ``local`` training require CUDA. ``quantize`` int8 exports
-    ``model.int8.onnx`` beside ``model.onnx``; ``finetune_step`` says the rest.
-    """
+    ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (``num_nodes`` x ``gpus_per_node`` GPUs
+    sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else ``namespace``). Checkpoints go to
+    ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``, where a restarted pod or a run of the
+    same checkpoint name resumes. ``pod_gpus`` above 0 in a pod makes ``local`` training need CUDA."""
     from pathlib import Path
 
     from bertops.config import FinetuneConfig, fields_of
