@@ -45,7 +45,9 @@ SINGLE_FILE_LIMIT_BYTES = 1_800_000_000
 # (the embeddings, in ONNX Runtime's default op types) saves memory, not time. 7-bit weights
 # (reduce_range): on CPUs without VNNI (AVX2 only) the u8 x s8 kernels can saturate 16-bit sums
 # with full-range weights; on the tiny test model they cut the largest probability difference
-# from fp32 from 0.055 to 0.013, per-channel scales to 0.005, at the same test accuracy.
+# from fp32 from 0.055 to 0.013, per-channel scales to 0.005, at the same test accuracy. On
+# MiniLM (batch 32 of 8 and 92 tokens, a busy 2-core AVX2 machine) these settings measured
+# 2.0x and 1.5x fp32, as fast as or faster than per-tensor ones, and the closest to fp32.
 INT8_OP_TYPES = ("MatMul",)
 INT8_PER_CHANNEL = True
 INT8_REDUCE_RANGE = True
