@@ -34,6 +34,8 @@ DEFAULT_CANDIDATES = '[{"id": "base"}, {"id": "higher-lr", "learning_rate": 0.00
 # What the model server of a cluster endpoint asks for besides its GPUs.
 DEFAULT_SERVING_RESOURCES = '{"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}'
 LAUNCHERS = ("local", "TrainJob", "PyTorchJob")
+# What the finetune step exports beside the fp32 model.onnx (bertops.evaluation.VARIANTS).
+QUANTIZE_CHOICES = ("int8", "none")
 DEPLOY_TARGETS = ("local", "docker", "cluster")
 # Where a run compiled for the cluster finds things in its pods: the project image's layout.
 CLUSTER_DATA_PATH = "/home/bertops/project/data"
@@ -153,6 +155,13 @@ class TrainConfig(FinetuneConfig):
             "start time): a run given the checkpoint name of an unfinished run resumes its fine-tuning"
         },
     )
+    quantize: str = field(
+        default="int8",
+        metadata={
+            "help": "int8: also export ONNX Runtime's dynamic int8 model (model.int8.onnx), served on CPUs when "
+            "evaluate finds it within int8_tolerance of fp32; none: fp32 only"
+        },
+    )
 
 
 @dataclass
@@ -200,6 +209,13 @@ class GateConfig:
     )
     min_accuracy: float = field(default=0.85, metadata={"help": "test accuracy needed to be promoted and deployed"})
     min_macro_f1: float = field(default=0.0, metadata={"help": "test macro F1 needed to be promoted and deployed"})
+    int8_tolerance: float = field(
+        default=0.005,
+        metadata={
+            "help": "largest drop in test accuracy and in test macro F1 from fp32 for which the int8 model is "
+            "served on CPUs (0: int8 must do at least as well)"
+        },
+    )
 
 
 @dataclass
@@ -559,6 +575,7 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     # validate step, with the fix for a pod).
     # A negative margin would promote a model worse than (or equal to) the champion.
     "promotion_margin": (0, None),
+    "int8_tolerance": (0, 1),
     "min_accuracy": (0, 1),
     "min_macro_f1": (0, 1),
     "serve_port": (0, 65535),
@@ -628,6 +645,7 @@ def setting_problems(config: PipelineConfig) -> list[str]:
         ("launcher", LAUNCHERS),
         ("deploy_target", DEPLOY_TARGETS),
         ("deployment_mode", DEPLOYMENT_MODES),
+        ("quantize", QUANTIZE_CHOICES),
     ):
         if (problem := _choice_problem(name, flat[name], choices)) is not None:
             problems.append(problem)

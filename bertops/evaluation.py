@@ -7,9 +7,9 @@ Written by the evaluate step, read by candidate selection, the promotion gate an
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 ECE_BINS = 15
 # Metrics where smaller is better; every other metric is maximized.
 LOWER_IS_BETTER = ("ece", "batch_latency_ms")
+# The two forms of a fine-tuned model a server can run: as trained (fp32 ONNX, or PyTorch with
+# autocast on a GPU) and ONNX Runtime's dynamic int8 quantization of the fp32 graph (CPU only).
+VARIANTS = ("fp32", "int8")
+# Beside a registered model: which variant its servers run, and why (``serving_record``).
+SERVING_FILE = "serving.json"
+# The metrics both variants must keep within the tolerance for int8 to be served.
+VARIANT_METRICS = ("accuracy", "macro_f1")
+# Metrics are ratios of row counts; a drop exactly at the tolerance must not fail on rounding.
+ROUNDING = 1e-9
 
 
 @dataclass
@@ -49,6 +58,11 @@ class ModelEvaluation:
     validation: Evaluation
     test: Evaluation
     batch_latency_ms: float
+    # The variant these metrics are of, why it is the one served, and every scored variant's test
+    # metrics (``choose_variant``); evaluations saved before int8 existed load as fp32.
+    variant: str = "fp32"
+    variant_reason: str = ""
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def metric(self, name: str) -> float:
         """A metric by dotted name: ``test.accuracy``, ``validation.macro_f1``, ``batch_latency_ms``."""
@@ -71,7 +85,63 @@ class ModelEvaluation:
                 for name, scores in result.per_class.items():
                     for key in ("precision", "recall", "f1"):
                         out[f"test_{key}_{name}"] = float(scores[key])
+        for variant, metrics in self.variants.items():
+            out.update({f"{variant}_{name}": value for name, value in metrics.items()})
         return out
+
+    def serving_record(self) -> dict[str, str]:
+        """What ``SERVING_FILE`` holds: the variant to serve and the reason."""
+        return {"variant": self.variant, "reason": self.variant_reason}
+
+
+def choose_variant(
+    fp32: ModelEvaluation, int8: ModelEvaluation | None, tolerance: float, without_int8: str = ""
+) -> ModelEvaluation:
+    """The evaluation of the variant to serve, with both variants' test metrics and the reason.
+
+    int8 is served only when its test accuracy and its test macro F1 are each at most
+    ``tolerance`` below fp32's (better is fine); otherwise, or without an int8 evaluation
+    (``without_int8`` says why), fp32 is.
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"int8_tolerance must be >= 0, got {tolerance!r}")
+    scored = {"fp32": fp32} if int8 is None else {"fp32": fp32, "int8": int8}
+    variants = {
+        name: {f"test_{m}": e.metric(f"test.{m}") for m in VARIANT_METRICS} | {"batch_latency_ms": e.batch_latency_ms}
+        for name, e in scored.items()
+    }
+    if int8 is None:
+        return replace(
+            fp32, variant="fp32", variant_reason=f"fp32: {without_int8 or 'no int8 model'}", variants=variants
+        )
+    drops = {m: fp32.metric(f"test.{m}") - int8.metric(f"test.{m}") for m in VARIANT_METRICS}
+    compared = ", ".join(
+        f"test {m} {int8.metric(f'test.{m}'):.4f} vs fp32 {fp32.metric(f'test.{m}'):.4f} ({-drop:+.4f})"
+        for m, drop in drops.items()
+    )
+    failing = [m for m, drop in drops.items() if drop > tolerance + ROUNDING]
+    if failing:
+        reason = f"fp32: int8 {compared}; {' and '.join(failing)} more than {tolerance} below fp32"
+        return replace(fp32, variant="fp32", variant_reason=reason, variants=variants)
+    reason = f"int8: {compared}, within {tolerance} of fp32"
+    return replace(int8, variant="int8", variant_reason=reason, variants=variants)
+
+
+def read_serving_record(model_dir: Path) -> dict[str, str] | None:
+    """``model_dir``'s ``SERVING_FILE`` (``None`` when it has none: registered before variants existed).
+
+    ``ValueError`` naming the file when it is not a JSON object with a known ``variant``.
+    """
+    path = model_dir / SERVING_FILE
+    if not path.is_file():
+        return None
+    try:
+        record: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    if not isinstance(record, dict) or record.get("variant") not in VARIANTS:
+        raise ValueError(f"{path}: 'variant' must be one of {', '.join(VARIANTS)}, got {record!r}")
+    return {"variant": str(record["variant"]), "reason": str(record.get("reason", ""))}
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -146,9 +216,16 @@ def save_evaluation(evaluation: ModelEvaluation, path: Path) -> None:
 
 
 def load_evaluation(path: Path) -> ModelEvaluation:
-    """Read an evaluation written by ``save_evaluation``."""
+    """Read an evaluation written by ``save_evaluation`` (one saved before variants existed is fp32's)."""
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return ModelEvaluation(Evaluation(**raw["validation"]), Evaluation(**raw["test"]), float(raw["batch_latency_ms"]))
+    return ModelEvaluation(
+        Evaluation(**raw["validation"]),
+        Evaluation(**raw["test"]),
+        float(raw["batch_latency_ms"]),
+        variant=str(raw.get("variant", "fp32")),
+        variant_reason=str(raw.get("variant_reason", "")),
+        variants={str(k): {str(n): float(v) for n, v in m.items()} for k, m in raw.get("variants", {}).items()},
+    )
 
 
 def confusion_matrix_png(result: Evaluation, path: Path, title: str = "Confusion matrix (test split)") -> None:

@@ -113,6 +113,15 @@ def show_version(name: str, version: str, state_dir: str = ".bertops", tracking_
     pairs += [("mlflow run", str(v.run_id)), ("artifacts", str(v.source))]
     pairs += [("selection", v.tags.get("selection_reason", "")), ("gate", v.tags.get("gate_reason", ""))]
     lines += _rows(pairs, 16, "  ")
+    # Versions registered before int8 existed have no serving.json: their servers run fp32.
+    pairs = [
+        (
+            "serving",
+            f"{v.tags.get('serving_variant', 'fp32')}  "
+            f"{v.tags.get('serving_variant_reason', '(registered before the int8 variant)')}",
+        )
+    ]
+    lines += _rows(pairs, 16, "  ")
     lines.append("  metrics")
     metrics = sorted(version_metrics(client, name, str(v.version)).items())
     lines += _rows([(k, f"{value:.4f}") for k, value in metrics], 28, "    ")

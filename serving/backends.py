@@ -8,6 +8,10 @@ for V2 model metadata, in the Triton convention ``<runtime>_<model format>``. ``
 is Triton's own name; Triton has none for eager PyTorch (its ``pytorch_libtorch`` is TorchScript),
 so the torch backend says ``pytorch_safetensors``: PyTorch running the weights that
 ``save_pretrained`` writes.
+
+Each also says which variant of the model it runs (``bertops.evaluation.VARIANTS``): ``fp32`` (the
+weights as trained, or ``model.onnx``) or ``int8`` (``model.int8.onnx``, ONNX Runtime's dynamic
+quantization, CPU only).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from bertops.evaluation import SERVING_FILE, read_serving_record
 from serving.config import ServingConfig
 
 if TYPE_CHECKING:
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
 
@@ -35,6 +41,7 @@ class Backend(Protocol):
 
     name: str
     platform: str
+    variant: str
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """``[rows, num_labels]`` fp32 logits for a padded batch."""
@@ -49,6 +56,7 @@ class TorchBackend:
     """
 
     platform = "pytorch_safetensors"
+    variant = "fp32"
 
     def __init__(self, model_dir: Path, device: torch.device, precision: str = "auto", threads: int = 0):
         import torch
@@ -88,7 +96,7 @@ class OnnxBackend:
 
     platform = "onnxruntime_onnx"
 
-    def __init__(self, path: Path, device: torch.device, threads: int = 0):
+    def __init__(self, path: Path, device: torch.device, threads: int = 0, variant: str = "fp32"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -102,17 +110,20 @@ class OnnxBackend:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.provider: str = self.session.get_providers()[0]
-        self.name = f"onnxruntime ({self.provider})"
+        self.variant = variant
+        self.name = (
+            f"onnxruntime ({self.provider})" if variant == "fp32" else f"onnxruntime ({self.provider}, {variant})"
+        )
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         (out,) = self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
         return np.asarray(out, dtype=np.float32)
 
 
-def onnx_unusable(model_dir: Path, device: torch.device) -> str | None:
-    """Why the ONNX backend cannot serve ``model_dir`` on ``device``; ``None`` when it can."""
-    if not (model_dir / ONNX_FILE).is_file():
-        return f"no {ONNX_FILE} in {model_dir}"
+def onnx_unusable(model_dir: Path, device: torch.device, file: str = ONNX_FILE) -> str | None:
+    """Why the ONNX backend cannot serve ``model_dir``'s ``file`` on ``device``; ``None`` when it can."""
+    if not (model_dir / file).is_file():
+        return f"no {file} in {model_dir}"
     try:
         import onnxruntime as ort
     except ImportError:
@@ -122,8 +133,39 @@ def onnx_unusable(model_dir: Path, device: torch.device) -> str | None:
     return None
 
 
+def served_variant(model_dir: Path, config: ServingConfig, device: torch.device) -> str:
+    """The variant ``load_backend`` serves: ``fp32`` or ``int8``.
+
+    ``auto`` takes the model's ``serving.json`` (fp32 without one). int8 is a CPU variant: on a
+    GPU the fp32 model serves whatever the variant says. When int8 cannot run (no
+    ``model.int8.onnx``, no onnxruntime, ``--backend torch``), ``--variant int8`` refuses to
+    start (``ValueError``) and a serving.json that says int8 serves fp32 with a warning.
+    """
+    variant = config.variant
+    if variant == "auto":
+        record = read_serving_record(model_dir)
+        variant = record["variant"] if record else "fp32"
+    if variant != "int8":
+        return "fp32"
+    if device.type == "cuda":
+        log.info("serving fp32 on %s: int8 is a CPU variant", device)
+        return "fp32"
+    if config.backend == "torch":
+        reason: str | None = "backend torch runs the fp32 weights"
+    else:
+        reason = onnx_unusable(model_dir, device, INT8_FILE)
+    if reason is None:
+        return "int8"
+    if config.variant == "int8":
+        raise ValueError(f"variant int8: {reason}")
+    log.warning("serving fp32, not the int8 variant that %s names: %s", SERVING_FILE, reason)
+    return "fp32"
+
+
 def load_backend(model_dir: Path, config: ServingConfig) -> Backend:
     """The backend ``config.backend`` asks for: ``auto`` takes ONNX Runtime whenever it can.
+
+    The int8 variant (``served_variant``) runs ``model.int8.onnx`` on ONNX Runtime's CPU provider.
 
     On a GPU, ONNX Runtime counts only when its session runs on the CUDA execution provider;
     otherwise ``auto`` serves with PyTorch on the GPU and says why in a warning, and ``onnx``
@@ -137,6 +179,8 @@ def load_backend(model_dir: Path, config: ServingConfig) -> Backend:
     device = pick_device(config.device)
     # The libraries' own default is every core of the machine, the node's in a pod, not its CPU limit.
     threads = config.threads or available_cpus()
+    if served_variant(model_dir, config, device) == "int8":
+        return OnnxBackend(model_dir / INT8_FILE, device, threads, "int8")
     if config.backend in ("auto", "onnx"):
         reason = onnx_unusable(model_dir, device)
         if reason is None:

@@ -17,6 +17,8 @@ from bertops.device import PRECISIONS
 BACKENDS = ("auto", "onnx", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("json", "text")
+# auto: what the model directory's serving.json says (bertops.evaluation.SERVING_FILE), fp32 without one.
+SERVED_VARIANTS = ("auto", "fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,13 @@ class ServingConfig:
     backend: str = field(
         default="auto",
         metadata={"help": "auto (ONNX Runtime when model.onnx is present and usable, else PyTorch), onnx or torch"},
+    )
+    variant: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (what the model's serving.json says, fp32 without one), fp32, or int8 (model.int8.onnx "
+            "on ONNX Runtime; a CPU variant: on a GPU the fp32 model is served whatever this says)"
+        },
     )
     device: str = field(default="auto", metadata={"help": "auto (cuda when a GPU is visible), cpu or cuda"})
     precision: str = field(
@@ -133,6 +142,7 @@ class ServingConfig:
     def __post_init__(self) -> None:
         for name, allowed in (
             ("backend", BACKENDS),
+            ("variant", SERVED_VARIANTS),
             ("device", DEVICES),
             ("precision", PRECISIONS),
             ("log_format", LOG_FORMATS),

@@ -8,6 +8,7 @@ that is evaluated is the model that is served, and ``batch_latency_ms`` times wh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -18,7 +19,8 @@ import numpy as np
 
 from bertops.artifacts import load_texts, load_tokenized
 from bertops.errors import BertopsError
-from bertops.evaluation import Evaluation, ModelEvaluation, compute_metrics
+from bertops.evaluation import Evaluation, ModelEvaluation, choose_variant, compute_metrics
+from serving.backends import INT8_FILE
 from serving.config import ServingConfig
 from serving.predictor import TextClassifierPredictor
 
@@ -74,10 +76,26 @@ def evaluate_model(model_dir: Path, tokenized_dir: Path, config: ServingConfig |
     validation = score_split(predictor, tokenized_dir, "validation")
     test = score_split(predictor, tokenized_dir, "test")
     latency = batch_latency_ms(predictor, load_texts(tokenized_dir, "test"))
-    evaluation = ModelEvaluation(validation, test, latency)
+    evaluation = ModelEvaluation(validation, test, latency, variant=predictor.backend.variant)
     log.info(
         "test accuracy %.4f, macro F1 %.4f, ECE %.4f on %d rows; validation accuracy %.4f; %.0f ms per %d texts on %s",
         test.accuracy, test.macro_f1, test.ece, test.rows, validation.accuracy, latency, LATENCY_BATCH,
         predictor.backend.name,
     )  # fmt: skip
     return evaluation
+
+
+def evaluate_variants(
+    model_dir: Path, tokenized_dir: Path, int8_tolerance: float, config: ServingConfig | None = None
+) -> ModelEvaluation:
+    """The evaluate step's scores: fp32's, and int8's when ``model.int8.onnx`` is there; the variant
+    to serve is chosen by ``bertops.evaluation.choose_variant`` and its metrics are the result's."""
+    config = config or ServingConfig()
+    fp32 = evaluate_model(model_dir, tokenized_dir, dataclasses.replace(config, variant="fp32"))
+    int8 = None
+    if (model_dir / INT8_FILE).is_file():
+        # A CPU variant: scored on the CPU, where it would serve, whatever device fp32 ran on.
+        int8 = evaluate_model(model_dir, tokenized_dir, dataclasses.replace(config, variant="int8", device="cpu"))
+    chosen = choose_variant(fp32, int8, int8_tolerance, f"no {INT8_FILE} (quantize none, or its export failed)")
+    log.info("serving variant %s", chosen.variant_reason)
+    return chosen

@@ -320,7 +320,7 @@ def test_validate_writes_to_its_own_directory_never_into_the_pipeline_runs(tmp_p
     assert result.returncode == 0, result.stderr
     own = state / "validate-cli"
     assert f"report: {own / 'report.html'}" in result.stdout
-    assert "PASSED" in (own / "report.html").read_text() and (own / "train.jsonl").is_file()
+    assert "PASSED" in (own / "report.html").read_text() and (own / "train.parquet").is_file()
     assert not (tmp_path / ".bertops").exists()  # nothing in the default state directory either
 
     refused = _bertops("validate", str(data), "--state-dir", str(state), "--out", str(run_report.parent))

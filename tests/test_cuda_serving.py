@@ -130,6 +130,26 @@ def test_onnx_with_its_cuda_provider_active_serves_and_says_so(
     assert v2_metadata(TextClassifierModel("news", predictor, ServingConfig()))["platform"] == "onnxruntime_onnx"
 
 
+@pytest.mark.parametrize("variant", ["auto", "int8"])
+def test_a_gpu_serves_fp32_whatever_the_int8_variant_says(
+    variant: str, onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int8 is a CPU variant: a version registered with int8 served, or ``--variant int8``, runs
+    ``model.onnx`` on the GPU."""
+    model_dir = shutil.copytree(onnx_model, tmp_path / "model")
+    # Never loaded here; were it, the backend's name would say int8.
+    shutil.copy(model_dir / "model.onnx", model_dir / "model.int8.onnx")
+    (model_dir / "serving.json").write_text('{"variant": "int8", "reason": "int8: within 0.005 of fp32"}')
+    fake_gpu(monkeypatch)
+    requested = onnxruntime_gpu(monkeypatch, cuda_starts=True)
+    predictor = TextClassifierPredictor(model_dir, ServingConfig(variant=variant))
+    assert predictor.backend.name == "onnxruntime (CUDAExecutionProvider)" and predictor.backend.variant == "fp32"
+    assert len(requested) == 1
+    # On the CPU the same directory serves int8.
+    monkeypatch.undo()
+    assert TextClassifierPredictor(model_dir, ServingConfig(variant=variant)).backend.variant == "int8"
+
+
 def test_onnxruntime_comes_from_exactly_one_extra() -> None:
     """onnxruntime and onnxruntime-gpu install the same ``onnxruntime`` module and cannot live
     together: the base install has neither, ``cpu`` brings the CPU build (what ``make install``
@@ -174,6 +194,7 @@ class Recording:
         self.backend = backend
         self.name: str = backend.name
         self.platform: str = backend.platform
+        self.variant: str = backend.variant
         self.shapes: list[tuple[int, ...]] = []
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -14,20 +14,23 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
     evaluation: Output[Artifact],
     plots: Output[HTML],
+    int8_tolerance: float = 0.005,
 ) -> None:
     """Score the model as the server runs it (ONNX Runtime when it has ``model.onnx``) on the
     validation and test splits: accuracy, macro and per-class precision/recall/F1, ECE, the
-    latency of a batch of 32 texts, and the test confusion matrix (also as a PNG)."""
+    latency of a batch of 32 texts, and the test confusion matrix (also as a PNG). With a
+    ``model.int8.onnx`` its int8 variant is scored too and served when its test accuracy and
+    macro F1 are within ``int8_tolerance`` of fp32's; the metrics are the served variant's."""
     import base64
     import tempfile
     from pathlib import Path
 
     from bertops.evaluation import confusion_matrix_png, save_evaluation
     from bertops.step import step
-    from serving.scoring import evaluate_model
+    from serving.scoring import evaluate_variants
 
     with step("evaluate"):
-        result = evaluate_model(Path(model.path), Path(tokenized.path))
+        result = evaluate_variants(Path(model.path), Path(tokenized.path), int8_tolerance)
         for name, value in result.flat().items():
             metrics.log_metric(name, value)
         confusion.log_confusion_matrix(result.test.labels, result.test.confusion_matrix)

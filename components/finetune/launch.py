@@ -50,8 +50,10 @@ def finetune_step(
     candidate_id: str = "",
     pod_gpus: str = "0",
     tracked: CandidateRun | None = None,
+    quantize: str = "int8",
 ) -> TrainResult:
-    """Fine-tune with ``settings`` into ``out_dir`` on ``launcher``, then add ``model.onnx`` beside the model.
+    """Fine-tune with ``settings`` into ``out_dir`` on ``launcher``, then add ``model.onnx`` beside the model
+    (and ``model.int8.onnx`` when ``quantize`` is int8).
 
     ``job`` says where a TrainJob/PyTorchJob runs (its kind is ``launcher``). Each run
     (``run_name``) and candidate (``candidate_id``) checkpoints in its own directory below
@@ -62,7 +64,9 @@ def finetune_step(
     """
     tracked = tracked or CandidateRun(None, "")
     try:
-        result = _train(tokenized_dir, out_dir, settings, launcher, job, run_name, candidate_id, pod_gpus, tracked)
+        result = _train(
+            tokenized_dir, out_dir, settings, launcher, job, run_name, candidate_id, pod_gpus, tracked, quantize
+        )
     except BaseException:
         tracked.end(failed=True)
         raise
@@ -81,6 +85,7 @@ def _train(
     candidate_id: str,
     pod_gpus: str,
     tracked: CandidateRun,
+    quantize: str,
 ) -> TrainResult:
     """``finetune_step``'s training and export."""
     check_launcher(launcher, run_name, job.workspace_pvc if job else "")
@@ -102,7 +107,7 @@ def _train(
         result = train_on_cluster(
             tokenized_dir, out_dir, config, replace(job, kind=launcher), task_key, load_api_client()
         )
-    return export_onnx_beside(out_dir, result)
+    return export_onnx_beside(out_dir, result, quantize)
 
 
 def start_tracking(
@@ -134,10 +139,11 @@ def cluster_job(namespace: str, num_nodes: int, gpus_per_node: int, workspace_pv
     )
 
 
-def export_onnx_beside(model_dir: Path, result: TrainResult) -> TrainResult:
+def export_onnx_beside(model_dir: Path, result: TrainResult, quantize: str = "int8") -> TrainResult:
     """Write ``model.onnx`` into ``model_dir`` when it matches PyTorch; the record gains its largest difference.
 
     A graph that fails its parity check is left out with a warning: the server then runs PyTorch.
+    With ``quantize`` int8, ``model.int8.onnx`` follows it (``export_int8_beside``).
     """
     from serving.onnx_export import OnnxParityError, export_onnx
 
@@ -149,4 +155,20 @@ def export_onnx_beside(model_dir: Path, result: TrainResult) -> TrainResult:
     result = replace(result, onnx_max_abs_diff=export.max_abs_diff)
     write_training_record(model_dir, asdict(result))
     log.info("exported %s (largest difference from PyTorch %.1e)", export.path, export.max_abs_diff)
+    if quantize == "int8":
+        export_int8_beside(model_dir)
     return result
+
+
+def export_int8_beside(model_dir: Path) -> None:
+    """Write ``model.int8.onnx`` beside ``model.onnx``; when quantization fails, warn and go on without it.
+
+    int8 is an optional extra: without it the evaluate step scores and serves fp32, so no failure
+    of the quantizer (whatever ONNX Runtime raises for a graph it cannot handle) fails the step.
+    """
+    from serving.onnx_export import export_int8
+
+    try:
+        export_int8(model_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever the quantizer raises, fp32 is still served
+        log.warning("no int8 model beside %s (fp32 will be served): %s: %s", model_dir, type(exc).__name__, exc)

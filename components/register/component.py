@@ -58,7 +58,7 @@ def register(
         submission = Submission(
             Path(model.path), model_name, metrics, params, origin, why, reasons, files,
             run_id=str(model.metadata.get("mlflow_run_id", "")), parent_run_id=mlflow_run,
-            data_source=data_remote or str(Path(data_path).resolve()),
+            data_source=data_remote or str(Path(data_path).resolve()), serving=scores.serving_record(),
         )  # fmt: skip
         what = f"register {model_name} for run {pipeline_run}"
         lock = champion_lock(model_name, state_dir, what, deploy_target, namespace) if promote else None

@@ -10,6 +10,7 @@ run has replaced since registers its version without promoting it.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 from bertops.artifacts import CURVES_FILE, require_saved_model, training_record
 from bertops.champion_lock import champion_changed, current_champion
 from bertops.drift import PROFILE_FILE
-from bertops.evaluation import ModelEvaluation, confusion_matrix_png
+from bertops.evaluation import SERVING_FILE, ModelEvaluation, confusion_matrix_png
 from bertops.registry import experiment_id, open_client, set_champion
 from bertops.state_lock import state_lock
 from bertops.tracking import (
@@ -54,7 +55,8 @@ class Submission:
     logged beside the model as run artifacts, e.g. the evaluation. ``run_id`` is the candidate's run
     (logged to while it trained; '' or gone: a new run), ``parent_run_id`` the pipeline's run, ended
     once the version exists; ``data_source`` (where the data came from) logs the data as the run's
-    input, its digest the lineage's ``data_version``.
+    input, its digest the lineage's ``data_version``. ``serving`` (the evaluation's
+    ``serving_record``) becomes the model's ``serving.json`` and its ``serving_variant`` tags.
     """
 
     model_dir: Path
@@ -68,6 +70,7 @@ class Submission:
     run_id: str = ""
     parent_run_id: str = ""
     data_source: str = ""
+    serving: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +235,9 @@ def _log_files(client: Any, run_id: str, submission: Submission, card: str) -> N
         # One folder, both: the files the model servers load and what makes it an MLflow model.
         write_mlflow_files(submission.model_dir, Path(scratch, "mlflow"))
         client.log_artifacts(run_id, str(Path(scratch, "mlflow")), MODEL_ARTIFACT)
+    if submission.serving:
+        # Beside the model's files, not into the finetune step's directory: servers read it there.
+        client.log_text(run_id, json.dumps(submission.serving), f"{MODEL_ARTIFACT}/{SERVING_FILE}")
     client.log_text(run_id, card, "model_card.md")
 
 
@@ -260,12 +266,18 @@ def _refused(submission: Submission, reason: str) -> Submission:
     return replace(submission, decisions=decisions, tags=tags)
 
 
+def serving_tags(serving: dict[str, str]) -> dict[str, str]:
+    """The version tags that say which variant serves and why (none when ``serving`` is empty)."""
+    return {"serving_variant": serving["variant"], "serving_variant_reason": serving["reason"]} if serving else {}
+
+
 def _create_version(client: Any, submission: Submission, run: Any, promoted: bool, card: str) -> str:
     """Create the version with all its tags in one registry call; returns its number."""
     tags = {
         **submission.lineage,
         **submission.tags,
         "promoted": str(promoted).lower(),
+        **serving_tags(submission.serving),
         **{f"metric.{k}": f"{v:.6f}" for k, v in submission.metrics.items()},
     }
     source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
