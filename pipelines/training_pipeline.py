@@ -134,7 +134,7 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int, parallelism: int) ->
     # Pulling from an S3 DVC remote in a pod. The local runner ignores Kubernetes settings.
     use_secret(validated, cluster.DVC_SECRET)
     tokenized = call(tokenize, p, dataset=validated.outputs["dataset"]).set_display_name("Tokenize")
-    planned = call(plan_candidates, p, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    planned = call(plan_candidates, p, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, parallelism=parallelism)
     planned.set_display_name("Plan candidates")
     # Each run gets its own MLflow run, which a cached plan would share.
     planned.set_caching_options(False)
@@ -206,6 +206,7 @@ def finetune_task(
         gpus_per_node=p["train_gpus_per_node"],
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         candidate_id=candidate.id,
+        cpu_sharing=candidate.cpu_sharing,
         mlflow_run=mlflow_run,
         # Above 0 the task must train on CUDA (a pod whose GPU does not work fails, loudly).
         pod_gpus=validated.outputs["finetune_gpus"],

@@ -19,7 +19,7 @@ def _evaluation(val_acc: float, val_f1: float = 0.5, test_acc: float = 0.9, test
 
 def test_plan_fills_defaults_and_checks_entries() -> None:
     planned = plan_candidates([{"id": "x", "learning_rate": "2e-4"}, {}], DEFAULTS)
-    assert planned[0] == {**DEFAULTS, "id": "x", "learning_rate": 2e-4}
+    assert planned[0] == {**DEFAULTS, "id": "x", "learning_rate": 2e-4, "cpu_sharing": 2}
     assert planned[1]["id"] == "candidate-1" and planned[1]["max_steps"] == 60
     with pytest.raises(BertopsError, match=r"candidate 0: unknown field\(s\) lr"):
         plan_candidates([{"lr": 1}], DEFAULTS)
@@ -29,6 +29,14 @@ def test_plan_fills_defaults_and_checks_entries() -> None:
         plan_candidates([{"id": "a", "max_steps": "many"}], DEFAULTS)
     with pytest.raises(BertopsError, match="non-empty JSON list"):
         plan_candidates([], DEFAULTS)
+
+
+def test_candidates_side_by_side_get_their_share_of_the_cpus() -> None:
+    """The local runner trains at most two loop iterations at once; a loop's parallelism may lower it."""
+    assert [c["cpu_sharing"] for c in plan_candidates([{"id": "a"}], DEFAULTS)] == [1]
+    three = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    assert {c["cpu_sharing"] for c in plan_candidates(three, DEFAULTS)} == {2}
+    assert {c["cpu_sharing"] for c in plan_candidates(three, DEFAULTS, parallelism=1)} == {1}
 
 
 def test_winner_by_metric_with_deterministic_tie_break() -> None:

@@ -114,6 +114,10 @@ def test_workspace_pvc_mounts_the_volume_for_checkpoints_and_training_jobs(tmp_p
     assert inputs["workspace_pvc"]["runtimeValue"]["constant"] == "ft-ws"
     assert inputs["run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
     assert inputs["candidate_id"]["parameterExpressionSelector"] == 'parseJson(string_value)["id"]'
+    # Its share of one machine's CPUs comes from the plan, which knows how many train side by side.
+    assert inputs["cpu_sharing"]["parameterExpressionSelector"] == 'parseJson(string_value)["cpu_sharing"]'
+    plan_inputs = spec["root"]["dag"]["tasks"]["plan-candidates"]["inputs"]["parameters"]
+    assert plan_inputs["parallelism"] == {"runtimeValue": {"constant": DEFAULT_PARALLELISM}}
     assert _run_parameter(inputs["launcher"]) == "launcher"
     # The first task knows the volume, so it refuses a TrainJob launcher in a pipeline without one.
     validate_inputs = spec["root"]["dag"]["tasks"]["validate"]["inputs"]["parameters"]

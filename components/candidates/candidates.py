@@ -25,8 +25,21 @@ CANDIDATE_FIELDS: dict[str, type] = {
 TIE_BREAK_METRIC = "validation.macro_f1"
 
 
-def plan_candidates(candidates: list[Any], defaults: dict[str, Any]) -> list[dict[str, Any]]:
-    """Complete every candidate with the run's defaults; ``BertopsError`` names a bad entry."""
+# kfp.local runs at most two iterations of a loop at once (its orchestrator's ``conservative_max``).
+LOCAL_RUNNER_MAX_PARALLEL = 2
+
+
+def concurrent_candidates(count: int, parallelism: int) -> int:
+    """How many of ``count`` candidates train at once on one machine with the loop's ``parallelism`` (0: no limit)."""
+    return max(1, min(count, parallelism or count, LOCAL_RUNNER_MAX_PARALLEL))
+
+
+def plan_candidates(candidates: list[Any], defaults: dict[str, Any], parallelism: int = 0) -> list[dict[str, Any]]:
+    """Complete every candidate with the run's defaults; ``BertopsError`` names a bad entry.
+
+    Each also gets ``cpu_sharing``: how many candidates train side by side when the run's steps
+    share one machine, so that each takes its share of the CPUs (in pods it is not used).
+    """
     if not isinstance(candidates, list) or not candidates:
         raise BertopsError('candidates must be a non-empty JSON list of objects, e.g. [{"id": "base"}]')
     planned: list[dict[str, Any]] = []
@@ -48,7 +61,8 @@ def plan_candidates(candidates: list[Any], defaults: dict[str, Any]) -> list[dic
     ids = [c["id"] for c in planned]
     if len(set(ids)) != len(ids):
         raise BertopsError(f"candidate ids must be unique, got {ids}")
-    return planned
+    sharing = concurrent_candidates(len(planned), parallelism)
+    return [{**c, "cpu_sharing": sharing} for c in planned]
 
 
 @dataclass

@@ -20,6 +20,7 @@ def plan_candidates(
     checkpoint_name: str,
     state_dir: str,
     tracking_uri: str,
+    parallelism: int = 0,
 ) -> NamedTuple("PlanOutputs", [("candidates", list), ("mlflow_run", str)]):  # type: ignore[valid-type]
     """Complete each candidate with the run's defaults; the ParallelFor iterates over the result.
 
@@ -41,7 +42,7 @@ def plan_candidates(
             "epochs": epochs,
             "max_steps": max_steps,
         }
-        planned = plan(candidates, defaults)
+        planned = plan(candidates, defaults, parallelism)
         PlanOutputs = namedtuple("PlanOutputs", ["candidates", "mlflow_run"])
         return PlanOutputs(planned, start_pipeline_run(pipeline_run, state_dir, tracking_uri, checkpoint_name))
 

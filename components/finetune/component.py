@@ -39,14 +39,15 @@ def finetune(
     state_dir: str = ".bertops",
     tracking_uri: str = "",
     quantize: str = "int8",  # int8: also export model.int8.onnx beside model.onnx
+    cpu_sharing: int = 1,  # candidates training side by side on one machine (pods ignore it)
 ) -> None:
     """Fine-tune ``base_model`` and publish the model directory, its training metrics and its curves page.
 
     ``launcher``: ``local`` (this pod trains), ``TrainJob`` or ``PyTorchJob`` (``num_nodes`` x ``gpus_per_node`` GPUs
     sharing ``workspace_pvc`` at /workspace, in this pod's namespace, else ``namespace``). Checkpoints go to
     ``checkpoint_dir``/(``checkpoint_name`` or ``run_name``)/``candidate_id``, where a restarted pod or a run of the
-    same checkpoint name resumes. ``pod_gpus`` above 0 in a pod makes ``local`` training need CUDA.
-    ``mlflow_run``: the pipeline's MLflow run, parent of the candidate's, logged to as it trains."""
+    same checkpoint name resumes. ``pod_gpus`` above 0 in a pod makes ``local`` training need CUDA. ``mlflow_run``:
+    the pipeline's MLflow run, parent of the candidate's, logged to as it trains."""
     from pathlib import Path
 
     from bertops.config import FinetuneConfig, fields_of
@@ -60,7 +61,7 @@ def finetune(
         result = finetune_step(
             Path(tokenized.path), Path(model.path), settings, launcher,
             cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc), checkpoint_name or run_name,
-            candidate_id, pod_gpus, tracked, quantize,
+            candidate_id, pod_gpus, tracked, quantize, cpu_sharing,
         )  # fmt: skip
         model.metadata.update({"base_model": base_model, "framework": "transformers", "mlflow_run_id": tracked.run_id})
         publish(result, settings, candidate_id, metrics, Path(model.path), Path(curves.path))

@@ -51,9 +51,11 @@ def finetune_step(
     pod_gpus: str = "0",
     tracked: CandidateRun | None = None,
     quantize: str = "int8",
+    cpu_sharing: int = 1,
 ) -> TrainResult:
     """Fine-tune with ``settings`` into ``out_dir`` on ``launcher``, then add ``model.onnx`` beside the model
-    (and ``model.int8.onnx`` when ``quantize`` is int8).
+    (and ``model.int8.onnx`` when ``quantize`` is int8). On the CPU, local training takes its share of the
+    CPUs with ``cpu_sharing`` candidates training side by side (``bertops.cpu.thread_share``).
 
     ``job`` says where a TrainJob/PyTorchJob runs (its kind is ``launcher``). Each run
     (``run_name``) and candidate (``candidate_id``) checkpoints in its own directory below
@@ -65,8 +67,9 @@ def finetune_step(
     tracked = tracked or CandidateRun(None, "")
     try:
         result = _train(
-            tokenized_dir, out_dir, settings, launcher, job, run_name, candidate_id, pod_gpus, tracked, quantize
-        )
+            tokenized_dir, out_dir, settings, launcher, job, run_name, candidate_id, pod_gpus, tracked, quantize,
+            cpu_sharing,
+        )  # fmt: skip
     except BaseException:
         tracked.end(failed=True)
         raise
@@ -86,6 +89,7 @@ def _train(
     pod_gpus: str,
     tracked: CandidateRun,
     quantize: str,
+    cpu_sharing: int,
 ) -> TrainResult:
     """``finetune_step``'s training and export."""
     check_launcher(launcher, run_name, job.workspace_pvc if job else "")
@@ -94,6 +98,7 @@ def _train(
     config = LoopConfig(
         **asdict(settings),
         device="cuda" if launcher == "local" and in_pod() and int(pod_gpus or "0") > 0 else "auto",
+        cpu_sharing=max(1, cpu_sharing),
     )
     if settings.checkpoint_dir:
         config.checkpoint_dir = str(Path(settings.checkpoint_dir) / (task_key or "run"))
