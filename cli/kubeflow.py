@@ -58,23 +58,26 @@ def pod_run(args: argparse.Namespace) -> cfg.PipelineConfig:
     return run
 
 
+def compile_with_commit(args: argparse.Namespace) -> tuple[Path, str]:
+    """Compile the pipeline with ``args``' compile-time options and this checkout's commit as the
+    ``git_commit`` default; returns the compiled file and the commit (what ``submit`` and ``schedule`` send)."""
+    from pipelines.compile import compile_pipeline
+
+    commit = git.commit()
+    options = {"parallelism": args.parallelism, "git_commit": commit}
+    return compile_pipeline(
+        Path(args.output), args.workspace_pvc, args.finetune_retries, args.target, **options
+    ), commit
+
+
 def cmd_submit(args: argparse.Namespace) -> None:
     """Compile the pipeline and submit a run of it with the given parameters; with ``--wait``, wait
     for the run to finish and fail unless it succeeded."""
-    from pipelines.compile import compile_pipeline
     from pipelines.submit import submit, wait_for_run
 
     # The run's steps run in pods: refuse what cannot work there before compiling or submitting.
     run = pod_run(args)
-    commit = git.commit()
-    package = compile_pipeline(
-        Path(args.output),
-        args.workspace_pvc,
-        args.finetune_retries,
-        args.target,
-        parallelism=args.parallelism,
-        git_commit=commit,
-    )
+    package, commit = compile_with_commit(args)
     arguments = {**run_arguments(args), "git_commit": commit}
     namespace = run.serve.namespace
     run_id = submit(args.host, package, arguments, args.experiment, args.run_name, args.service_account, namespace)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from bertops import config as cfg
 from bertops import triggers
 from bertops.cluster import PIPELINE_SERVICE_ACCOUNT
-from cli import git
-from cli.kubeflow import COMPILED, cluster_flags, pod_run, run_arguments
+from cli.kubeflow import COMPILED, cluster_flags, compile_with_commit, pod_run, run_arguments
 
 
 def cmd_schedule(args: argparse.Namespace) -> None:
     """Compile the pipeline and create a recurring run of it (``--dry-run``: print the request instead)."""
     from bertops.errors import BertopsError
-    from pipelines.compile import compile_pipeline
     from pipelines.submit import RecurringRun, create_recurring_run, kfp_cron
     from pipelines.training_pipeline import PIPELINE_NAME
 
@@ -24,15 +21,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         raise BertopsError("bertops schedule needs --host (the KFP API endpoint), or --dry-run to print the request")
     cron = kfp_cron(args.cron)
     run = pod_run(args)
-    commit = git.commit()
-    package = compile_pipeline(
-        Path(args.output),
-        args.workspace_pvc,
-        args.finetune_retries,
-        args.target,
-        parallelism=args.parallelism,
-        git_commit=commit,
-    )
+    package, commit = compile_with_commit(args)
     parameters = {**run_arguments(args), "git_commit": commit, "trigger": triggers.SCHEDULE}
     name = args.name or f"{PIPELINE_NAME}-schedule"
     recurring = RecurringRun(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import KfpApiRecorder
 
 
 def _bertops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,49 +59,6 @@ def test_unknown_hub_model_offline_names_the_model(tmp_path: Path) -> None:
         load_tokenizer("no-such-org/no-such-model")
 
 
-class _KfpApi:
-    """Records what kfp.Client sends to a KFP API server (v2beta1) and answers the fields it reads
-    back (kfp_server_api's V2beta1Experiment.experiment_id, V2beta1Run.run_id). Nothing here
-    imitates the server's checks; the tests apply the server's rules to what was recorded."""
-
-    def __init__(self, run_states: list[dict] | None = None) -> None:
-        """``run_states``: the answers to reading the run back (``--wait``), in order; the last repeats."""
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        requests: list[tuple[str, str, dict]] = []
-        states = list(run_states or [{}])
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                requests.append((self.command, self.path, json.loads(self.rfile.read(length) or b"{}")))
-                reply = {"experiment_id": "e1"} if "/experiments" in self.path else {"run_id": "r1"}
-                if self.command == "GET" and self.path.startswith("/apis/v2beta1/runs/r1"):
-                    reply |= states.pop(0) if len(states) > 1 else states[0]
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.requests = requests
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def created_run(self) -> dict:
-        (run,) = [body for method, path, body in self.requests if method == "POST" and path == "/apis/v2beta1/runs"]
-        return run
-
-
 def test_submit_sends_the_run_as_the_profile_account_with_the_commit_and_the_volume(tmp_path: Path) -> None:
     """What `bertops submit` sends is what KFP runs: the service account its driver and launcher
     run as, the compile options, the run parameters, which pass the API server's type check
@@ -108,7 +66,7 @@ def test_submit_sends_the_run_as_the_profile_account_with_the_commit_and_the_vol
     from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
     from cli.main import main
 
-    api = _KfpApi()
+    api = KfpApiRecorder()
     try:
         settings = ["--launcher", "TrainJob", "--finetune-gpus", "0", "--tracking-uri", "http://mlflow.mlflow:5000"]
         code = main(
@@ -186,7 +144,7 @@ def test_submit_records_the_commit_of_the_code_wherever_it_is_run_from(
     repo = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=repo)
     monkeypatch.chdir(tmp_path)
-    api = _KfpApi()
+    api = KfpApiRecorder()
     try:
         assert main(["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), *CLUSTER_RUN]) == 0
     finally:
@@ -201,7 +159,7 @@ def _run_state(state: str, **fields: object) -> dict:
 def test_submit_wait_waits_for_the_run_and_exits_zero_when_it_succeeds(tmp_path: Path, capsys) -> None:
     from cli.main import main
 
-    api = _KfpApi([_run_state("PENDING"), _run_state("RUNNING"), _run_state("SUCCEEDED")])
+    api = KfpApiRecorder([_run_state("PENDING"), _run_state("RUNNING"), _run_state("SUCCEEDED")])
     try:
         args = ["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), "--wait", "--wait-poll", "0.01"]
         assert main([*args, *CLUSTER_RUN]) == 0
@@ -225,7 +183,7 @@ def test_submit_wait_exits_non_zero_naming_the_failed_task_when_the_run_fails(tm
             ]
         },
     )
-    api = _KfpApi([_run_state("RUNNING"), failed])
+    api = KfpApiRecorder([_run_state("RUNNING"), failed])
     try:
         args = ["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), "--wait", "--wait-poll", "0.01"]
         assert main([*args, *CLUSTER_RUN]) == 2
@@ -240,7 +198,7 @@ def test_submit_wait_exits_non_zero_naming_the_failed_task_when_the_run_fails(tm
 def test_submit_wait_gives_up_after_its_timeout(tmp_path: Path, capsys) -> None:
     from cli.main import main
 
-    api = _KfpApi([_run_state("RUNNING")])
+    api = KfpApiRecorder([_run_state("RUNNING")])
     try:
         args = ["submit", "--host", api.host, "-o", str(tmp_path / "p.yaml"), "--wait", "--wait-poll", "0.01"]
         assert main([*args, "--wait-timeout", "0.05", *CLUSTER_RUN]) == 2

@@ -65,9 +65,11 @@ RUN = textwrap.dedent(
                    min_accuracy=0.0, min_macro_f1=0.0, decision=decision,
                    report=dsl.Markdown(uri=f"{out}.gate.md"), **common)
     together("gated")
+    Path(f"{out}.report.html").write_text("<!doctype html><title>validation</title>")
     version = call(register, model=dsl.Model(uri=model, metadata={"base_model": "tiny"}),
                    evaluation=dsl.Artifact(uri=evaluation, metadata={"reason": "the only candidate"}),
                    decision=decision, dataset=dsl.Dataset(uri=f"{out}.no-dataset"), data_version="md5:x",
+                   validation_report=dsl.HTML(uri=f"{out}.report.html"), data_path=str(out), data_remote="",
                    promote=promote, max_length=64,
                    model_card=dsl.Markdown(uri=f"{out}.card.md"), **common)
     together("registered")

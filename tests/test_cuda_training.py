@@ -103,7 +103,7 @@ def test_the_finetune_task_of_a_pod_given_gpus_requires_cuda(
     """NVIDIA's images set NVIDIA_VISIBLE_DEVICES=all whether or not a GPU was given, so the task is
     told the pod's GPU count instead. Local runners ignore resource requests: off Kubernetes the
     same count leaves the device on ``auto``."""
-    from kfp.dsl import Dataset, Metrics, Model
+    from kfp.dsl import HTML, Dataset, Metrics, Model
 
     from components.finetune.component import finetune
 
@@ -123,6 +123,7 @@ def test_the_finetune_task_of_a_pod_given_gpus_requires_cuda(
             namespace="bertops",
             model=Model(name="model", uri=str(out)),
             metrics=Metrics(name="metrics", uri=str(out) + ".metrics"),
+            curves=HTML(name="curves", uri=str(out) + ".curves.html"),
             pod_gpus=pod_gpus,
         )
 

@@ -6,54 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from support import KfpApiRecorder
 
 from bertops.cluster import PIPELINE_SERVICE_ACCOUNT, PROFILE_NAMESPACE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECURRING_RUNS = "/apis/v2beta1/recurringruns"
 CLUSTER_SETTINGS = ["--tracking-uri", "http://mlflow.mlflow:5000"]
-
-
-class KfpApiRecorder:
-    """An HTTP server that records what kfp.Client sends and answers the ids it reads back
-    (kfp_server_api's V2beta1Experiment.experiment_id, V2beta1RecurringRun.recurring_run_id).
-    It checks nothing itself: the tests apply the KFP API server's rules to what was recorded."""
-
-    def __init__(self) -> None:
-        requests: list[tuple[str, str, dict[str, Any]]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                requests.append((self.command, self.path, json.loads(self.rfile.read(length) or b"{}")))
-                reply = {"experiment_id": "e1"} if "/experiments" in self.path else {"recurring_run_id": "rr1"}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.requests = requests
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def posted(self, path: str) -> list[dict[str, Any]]:
-        return [body for method, url, body in self.requests if method == "POST" and url == path]
 
 
 @pytest.fixture
@@ -91,11 +55,13 @@ def test_schedule_creates_a_recurring_run_of_the_compiled_pipeline_with_trigger_
     # The compiled pipeline itself: trigger is a run parameter (manual unless given), fed to register.
     spec = recurring["pipeline_spec"]["pipeline_spec"]
     assert spec == next(yaml.safe_load_all(package.read_text()))
-    assert spec["root"]["inputDefinitions"]["parameters"]["trigger"] == {
+    trigger = spec["root"]["inputDefinitions"]["parameters"]["trigger"]
+    assert {k: trigger[k] for k in ("defaultValue", "isOptional", "parameterType")} == {
         "defaultValue": "manual",
         "isOptional": True,
         "parameterType": "STRING",
     }
+    assert "recurring run" in trigger["description"]
     register_inputs = spec["root"]["dag"]["tasks"]["register"]["inputs"]["parameters"]
     assert register_inputs["trigger"] == {"componentInputParameter": "trigger"}
     # The experiment is the profile's: multi-user KFP refuses one without a namespace.
@@ -166,10 +132,16 @@ def test_register_records_the_trigger_in_the_versions_lineage(
     save_evaluation(evaluate_model(trained_tiny, tokenized_small), evaluation)
     decision = tmp_path / "decision.json"
     decision.write_text(json.dumps({"reason": "no champion yet", "champion_version": ""}))
+    (tmp_path / "report.html").write_text("<!doctype html><title>validation</title>")
+    (tmp_path / "dataset").mkdir()
     given = dict(
         model=dsl.Model(uri=str(trained_tiny), metadata={"base_model": "tiny"}),
         evaluation=dsl.Artifact(uri=str(evaluation), metadata={"reason": "the only candidate"}),
         decision=dsl.Artifact(uri=str(decision)),
+        validation_report=dsl.HTML(uri=str(tmp_path / "report.html")),
+        dataset=dsl.Dataset(uri=str(tmp_path / "dataset")),
+        data_path=str(tmp_path),
+        data_remote="",
         data_version="md5:x",
         promote=False,
         max_length=64,
