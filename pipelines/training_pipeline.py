@@ -138,16 +138,15 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int, parallelism: int) ->
     planned.set_display_name("Plan candidates")
     # Each run gets its own MLflow run, which a cached plan would share.
     planned.set_caching_options(False)
-    mlflow_run = planned.outputs["mlflow_run"]
-    with dsl.ParallelFor(planned.outputs["candidates"], name="candidates", parallelism=parallelism) as candidate:
-        trained = finetune_task(p, candidate, validated, tokenized, finetune_retries, mlflow_run)
+    with dsl.ParallelFor(planned.output, name="candidates", parallelism=parallelism) as candidate:
+        trained = finetune_task(p, candidate, validated, tokenized, finetune_retries)
         trained.set_display_name("Fine-tune")
         evaluated = call(evaluate, p, model=trained.outputs["model"], tokenized=tokenized.outputs["tokenized"])
         evaluated.set_display_name("Evaluate")
     selected = call(
         select_winner,
         p,
-        candidates=planned.outputs["candidates"],
+        candidates=planned.output,
         models=dsl.Collected(trained.outputs["model"]),
         evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
         tokenized=tokenized.outputs["tokenized"],
@@ -171,7 +170,6 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int, parallelism: int) ->
         data_version=validated.outputs["data_version"],
         promote=gate.outputs["Output"],
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        mlflow_run=mlflow_run,
         validation_report=validated.outputs["report"],
     )
     registered.set_caching_options(False).set_display_name("Register")
@@ -188,9 +186,7 @@ def pipeline_body(p: dict[str, Any], finetune_retries: int, parallelism: int) ->
     )
 
 
-def finetune_task(
-    p: dict[str, Any], candidate: Any, validated: Any, tokenized: Any, finetune_retries: int, mlflow_run: Any
-) -> Any:
+def finetune_task(p: dict[str, Any], candidate: Any, validated: Any, tokenized: Any, finetune_retries: int) -> Any:
     """One candidate's finetune task, placed on a GPU node by the run parameters."""
     trained = call(
         finetune,
@@ -207,7 +203,7 @@ def finetune_task(
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         candidate_id=candidate.id,
         cpu_sharing=candidate.cpu_sharing,
-        mlflow_run=mlflow_run,
+        mlflow_run=candidate.mlflow_run,
         # Above 0 the task must train on CUDA (a pod whose GPU does not work fails, loudly).
         pod_gpus=validated.outputs["finetune_gpus"],
     )

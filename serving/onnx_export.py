@@ -149,14 +149,15 @@ def export_int8(model_dir: str | Path) -> Int8Export:
     source, path = model_dir / ONNX_FILE, model_dir / INT8_FILE
     cpu = torch.device("cpu")
     try:
-        quantize_dynamic(
-            source,
-            path,
-            op_types_to_quantize=list(INT8_OP_TYPES),
-            per_channel=INT8_PER_CHANNEL,
-            reduce_range=INT8_REDUCE_RANGE,
-            weight_type=QuantType.QInt8,
-        )
+        with _quiet_quantizer():
+            quantize_dynamic(
+                source,
+                path,
+                op_types_to_quantize=list(INT8_OP_TYPES),
+                per_channel=INT8_PER_CHANNEL,
+                reduce_range=INT8_REDUCE_RANGE,
+                weight_type=QuantType.QInt8,
+            )
         ids, mask, _ = parity_batch(model_dir)
         expected = softmax(OnnxBackend(source, cpu).logits(ids, mask))
         got = softmax(OnnxBackend(path, cpu, variant="int8").logits(ids, mask))
@@ -166,6 +167,21 @@ def export_int8(model_dir: str | Path) -> Int8Export:
     diff = float(np.abs(got - expected).max())
     log.info("exported %s (max abs probability difference vs fp32 ONNX: %.2e)", path, diff)
     return Int8Export(path, diff)
+
+
+def _not_the_quantizers_info(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.INFO or "quantization" not in Path(record.pathname).parts
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Keep ONNX Runtime's quantizer's per-tensor INFO lines (it logs through the root logger) out of the step's log."""
+    root = logging.getLogger()
+    root.addFilter(_not_the_quantizers_info)
+    try:
+        yield
+    finally:
+        root.removeFilter(_not_the_quantizers_info)
 
 
 @contextlib.contextmanager

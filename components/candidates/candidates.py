@@ -89,7 +89,8 @@ def select_winner(candidates: list[dict[str, Any]], evaluations: list[ModelEvalu
     rows = [
         f"| {'**' if i == best else ''}{candidates[i]['id']}{'**' if i == best else ''} | {scores[i]:.4f} | "
         f"{evaluations[i].metric(TIE_BREAK_METRIC):.4f} | {evaluations[i].test.accuracy:.4f} | "
-        f"{', '.join(f'{k}={v}' for k, v in candidates[i].items() if k != 'id')} |"
+        # The settings a candidate may choose, not what the plan adds for the run (CPU share, MLflow run).
+        f"{', '.join(f'{k}={v}' for k, v in candidates[i].items() if k in CANDIDATE_FIELDS)} |"
         for i in order
     ]
     table = "\n".join(

@@ -1,6 +1,6 @@
 """KFP components: expand the candidate list before the ParallelFor, pick the winner after it."""
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
@@ -21,15 +21,15 @@ def plan_candidates(
     state_dir: str,
     tracking_uri: str,
     parallelism: int = 0,
-) -> NamedTuple("PlanOutputs", [("candidates", list), ("mlflow_run", str)]):  # type: ignore[valid-type]
+) -> list:
     """Complete each candidate with the run's defaults; the ParallelFor iterates over the result.
 
-    The pipeline's first step, it starts the pipeline's MLflow run (``mlflow_run``: its id, '' when
-    the tracking server does not answer), the parent of the candidates' runs, which register ends;
-    ``checkpoint_name`` is the run's name for ``bertops run`` (which marks the run FAILED if a step fails).
+    The pipeline's first step, it starts the pipeline's MLflow run, the parent of the candidates'
+    runs, which register ends; each candidate carries its id as ``mlflow_run`` ('' when the tracking
+    server does not answer). One list output, not a NamedTuple: kfp.local's loop resolves only a
+    task's single ``Output`` (2.17, enhanced_dag_orchestrator). ``checkpoint_name`` is the run's name
+    for ``bertops run`` (which marks the run FAILED if a step fails).
     """
-    from collections import namedtuple
-
     from bertops.step import step
     from bertops.tracking import start_pipeline_run
     from components.candidates.candidates import plan_candidates as plan
@@ -43,8 +43,8 @@ def plan_candidates(
             "max_steps": max_steps,
         }
         planned = plan(candidates, defaults, parallelism)
-        PlanOutputs = namedtuple("PlanOutputs", ["candidates", "mlflow_run"])
-        return PlanOutputs(planned, start_pipeline_run(pipeline_run, state_dir, tracking_uri, checkpoint_name))
+        mlflow_run = start_pipeline_run(pipeline_run, state_dir, tracking_uri, checkpoint_name)
+        return [{**candidate, "mlflow_run": mlflow_run} for candidate in planned]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -63,5 +63,7 @@ def finetune(
             cluster_job(namespace, num_nodes, gpus_per_node, workspace_pvc), checkpoint_name or run_name,
             candidate_id, pod_gpus, tracked, quantize, cpu_sharing,
         )  # fmt: skip
-        model.metadata.update({"base_model": base_model, "framework": "transformers", "mlflow_run_id": tracked.run_id})
+        # The run ids travel with the model: register logs into the winner's run and ends its parent.
+        runs = {"mlflow_run_id": tracked.run_id, "mlflow_parent_run_id": mlflow_run}
+        model.metadata.update({"base_model": base_model, "framework": "transformers", **runs})
         publish(result, settings, candidate_id, metrics, Path(model.path), Path(curves.path))

@@ -33,8 +33,8 @@ def register(
     returns the new version. The ``champion`` alias moves to it only if the gate said so and the
     champion is still the one the gate compared against (under the model's lock: a Lease in
     ``namespace`` when ``deploy_target`` is cluster, else the state directory's lock file). The version
-    points at the winner's MLflow run, a child of the pipeline's run ``mlflow_run``, which ends here; the
-    ``dataset``'s reference profile is logged with it: the drift monitor's reference."""
+    points at the winner's MLflow run, a child of the pipeline's run (``mlflow_run``, else the one the winner's
+    metadata names), which ends here; the ``dataset``'s reference profile (the drift monitor's) is logged too."""
     import json
     import tempfile
     from pathlib import Path
@@ -47,7 +47,7 @@ def register(
     with step("register"), tempfile.TemporaryDirectory() as scratch:
         scores = load_evaluation(Path(evaluation.path))
         metrics = scored(scores, Path(model.path))
-        internal = ("framework", "mlflow_run_id")
+        internal = ("framework", "mlflow_run_id", "mlflow_parent_run_id")
         params = {"max_length": max_length, **{k: v for k, v in model.metadata.items() if k not in internal}}
         origin = lineage(data_version, git_commit, pipeline_run, model.metadata, trigger)
         gate = json.loads(Path(decision.path).read_text(encoding="utf-8"))
@@ -57,7 +57,7 @@ def register(
         )
         submission = Submission(
             Path(model.path), model_name, metrics, params, origin, why, reasons, files,
-            run_id=str(model.metadata.get("mlflow_run_id", "")), parent_run_id=mlflow_run,
+            run_id=str(model.metadata.get("mlflow_run_id", "")), parent_run_id=mlflow_run or str(model.metadata.get("mlflow_parent_run_id", "")),
             data_source=data_remote or str(Path(data_path).resolve()), serving=scores.serving_record(),
         )  # fmt: skip
         what = f"register {model_name} for run {pipeline_run}"
