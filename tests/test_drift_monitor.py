@@ -102,18 +102,19 @@ def test_the_kl_measures_are_the_data_gates(tmp_path: Path) -> None:
         "test": _frame(["t one", "t two"], ["a", "b"]),
     }
     report, _ = validate_frames(frames, "md5:new", reference=reference, config=ValidationConfig(labels="a,b,c"))
-    observed = {c.description.split(" within")[0]: c.observed for c in report.checks if "KL" in c.description}
+    observed = {c.description.split(" within")[0]: c for c in report.checks if "KL" in c.description}
     counts = {name: train_labels.count(name) for name in set(train_labels)}
     # A label the reference lacks: infinite for both (GX reports no observed value).
-    assert math.isinf(drift.label_kl(counts, reference["labels"])) and observed["label mix"] == ""
+    assert math.isinf(drift.label_kl(counts, reference["labels"])) and observed["label mix"].value is None
+    assert observed["label mix"].observed.startswith("KL infinite")
     lengths = [len(t) for t in train_texts]
     ours = drift.length_kl(lengths, reference["length_edges"], reference["length_weights"])
-    assert ours == pytest.approx(float(observed["text lengths"]), rel=1e-3)
+    assert ours == pytest.approx(observed["text lengths"].value, rel=1e-3)
     two = {"a": 15, "b": 20}
     frames["train"] = _frame(train_texts[:35], train_labels[:35])
     report, _ = validate_frames(frames, "md5:new", reference=reference, config=ValidationConfig(labels="a,b"))
-    [gx_label] = [c.observed for c in report.checks if c.description.startswith("label mix")]
-    assert drift.label_kl(two, reference["labels"]) == pytest.approx(float(gx_label), rel=1e-3)
+    [gx_label] = [c.value for c in report.checks if c.description.startswith("label mix")]
+    assert drift.label_kl(two, reference["labels"]) == pytest.approx(gx_label, rel=1e-3)
 
 
 def test_too_little_traffic_is_not_a_verdict(reference_state: Path, tmp_path: Path) -> None:
