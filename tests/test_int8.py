@@ -42,7 +42,9 @@ LINEAGE = {"data_version": "md5:x", "git_commit": "c", "base_model": "tiny", "pi
 
 
 def _split(accuracy: float, macro_f1: float) -> Evaluation:
-    return Evaluation(accuracy, macro_f1, macro_f1, macro_f1, 0.05, 200, ["a", "b"], {}, [[1, 0], [0, 1]])
+    return Evaluation(
+        accuracy, macro_f1, macro_f1, macro_f1, 0.05, 200, ["a", "b"], {}, [[1, 0], [0, 1]], mean_confidence=0.9
+    )
 
 
 def _scores(accuracy: float, macro_f1: float, latency: float = 10.0) -> ModelEvaluation:
