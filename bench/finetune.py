@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.peak import matmul_peak
 from bertops.env import apply_env_defaults
 
 apply_env_defaults()
@@ -71,21 +72,6 @@ class Run:
     real_tokens_per_second: float
     test_accuracy: float
     seconds: float
-
-
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 ``torch.matmul`` rate in GFLOP/s with the process's threads, over ``repeats`` timings."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(a, b)
-    best = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(4):
-            torch.matmul(a, b)
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - started) / 1e9)
-    return best
 
 
 def rotten_tomatoes(out_dir: Path) -> dict[str, int]:

