@@ -64,7 +64,8 @@ def main() -> None:
         base = Path(scratch) / "base"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base], check=True)
         try:
-            a_runs, b_runs = [], []
+            a_runs: list[list[float]] = []
+            b_runs: list[list[float]] = []
             for round_ in range(args.rounds):
                 sides = [("A", base, a_runs), ("B", ROOT, b_runs)]
                 # A B, then B A: a machine whose load drifts during the invocation favours neither side.

@@ -253,7 +253,7 @@ async def batch_stats(port: int) -> tuple[float, float]:
     return float(values.get("sum", 0)), float(values.get("count", 0))
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
