@@ -68,7 +68,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     log.info("running the pipeline on the embedded runtime (kfp.local, %s runner)", args.runner)
     # Private from the start: the run log and the artifacts land in it before the registry opens.
     private_dir(config.registry.state_dir, config.registry.state_dir)
-    result = run_local(config, git_commit=git.commit(root), verbose=args.verbose, runner=args.runner)
+    result = run_local(
+        config, git_commit=git.commit(root), verbose=args.verbose, runner=args.runner, parallelism=args.parallelism
+    )
     name, state = config.registry.model_name, config.registry.state_dir
     client = open_client(config.registry.tracking_uri, state)
     metrics = version_metrics(client, name, result.version)
@@ -95,6 +97,7 @@ def summary(
     """The end-of-run summary: data, winner, metrics, registration, promotion, the endpoint's answer
     and where the run's reports are."""
     from bertops import endpoints
+    from pipelines.step_times import split_line
 
     name, state = config.registry.model_name, config.registry.state_dir
     promoted = tags.get("promoted") == "true"
@@ -126,6 +129,8 @@ def summary(
         lines.append("  endpoint          none (this run's version was not deployed: see promotion)")
     if reports is not None:
         lines.append(f"  reports           {reports} (validation, curves per candidate, the winner's error analysis)")
+    if result.log_file.is_file():
+        lines.append(f"  step times        {split_line(result.log_file)}")
     lines.append(f"  wall time         {minutes:.1f} min (full log: {result.log_file})")
     return "\n".join(lines)
 
@@ -146,5 +151,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="continue the newest unfinished run (killed or failed) in the state directory: its name and "
         "settings (flags given now override them); fine-tuning resumes from its last checkpoint",
     )
+    run.add_argument(
+        "--parallelism",
+        type=_not_negative,
+        default=0,
+        help="candidates fine-tuned at once (0: one per CPU this process may use; kfp.local runs at most two); "
+        "each takes its share of the CPUs",
+    )
     cfg.add_arguments(run)
     run.set_defaults(func=cmd_run)
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value

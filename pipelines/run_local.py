@@ -305,13 +305,17 @@ def named_run(config: PipelineConfig, runner: str) -> tuple[PipelineConfig, Pipe
 
 
 def run_local(
-    config: PipelineConfig, git_commit: str = "unknown", verbose: bool = False, runner: str = "subprocess"
+    config: PipelineConfig,
+    git_commit: str = "unknown",
+    verbose: bool = False,
+    runner: str = "subprocess",
+    parallelism: int = 0,
 ) -> LocalRunResult:
     """Run the whole pipeline with ``config``; ``BertopsError`` names the failing step and why.
 
     Paths in ``config`` should be absolute: the tasks run in other processes (or containers).
     The tasks' full output goes to ``<state_dir>/runs/<time>.log``; the result says what the run
-    produced, for the caller to report.
+    produced, for the caller to report. ``parallelism``: candidates fine-tuned at once (0: one per CPU).
     """
     from kfp import local
 
@@ -342,7 +346,7 @@ def run_local(
         ):
             task_runner = _task_runner(config, runner, state_dir, Path(scratch))
             local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-            pipeline = functools.partial(build_pipeline, parallelism=local_parallelism())
+            pipeline = functools.partial(build_pipeline, parallelism=local_parallelism(parallelism))
             outputs = _run_pipeline(pipeline, config, git_commit, Path(scratch) / "error.txt", log_file)
     except BaseException:
         run_records.write(recorded, run_records.FAILED)

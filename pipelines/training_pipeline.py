@@ -8,7 +8,6 @@ named like its inputs: a new setting is one dataclass field and one component in
 """
 
 import inspect
-import os
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
@@ -97,10 +96,13 @@ def build_pipeline(
     return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(training_pipeline)
 
 
-def local_parallelism() -> int:
-    """Candidates a local run fine-tunes at once: one per CPU core this process may use (kfp.local
-    itself runs at most two loop iterations at a time), so a one-core machine trains them in turn."""
-    return max(1, len(os.sched_getaffinity(0)))
+def local_parallelism(requested: int = 0) -> int:
+    """Candidates a local run fine-tunes at once: ``requested``, else one per CPU this process may use
+    (affinity and cgroup quota; kfp.local itself runs at most two loop iterations at a time), so a
+    one-core machine trains them in turn."""
+    from bertops.cpu import available_cpus
+
+    return requested if requested > 0 else available_cpus()
 
 
 def parameter_docstring(names: list[str]) -> str:

@@ -330,3 +330,39 @@ def test_predict_file_problems_name_the_file_line_and_column(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("bertops: error: ") and fragment.format(path=path) in last, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_summary_splits_the_wall_time_by_step(tmp_path: Path) -> None:
+    """The run log's task events (kfp.local's format, colours and a loop's two finetune tasks) become
+    the summary's step times; a run past midnight keeps counting."""
+    from bertops import config as cfg
+    from cli.run import summary
+    from pipelines.run_local import LocalRunResult
+    from pipelines.step_times import phase_seconds, step_times
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        "23:59:50.000000 - INFO - Executing task \x1b[96m'validate'\x1b[0m\n"
+        "    streamed output of the step\n"
+        "23:59:59.500000 - INFO - Task \x1b[96m'validate'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n"
+        "23:59:59.600000 - INFO - Executing task 'finetune'\n"
+        "00:00:00.100000 - INFO - Executing task 'finetune'\n"
+        "00:02:59.600000 - INFO - Task 'finetune' finished with status SUCCESS\n"
+        "00:03:10.100000 - INFO - Task 'finetune' finished with status SUCCESS\n"
+        "00:03:11.000000 - INFO - Executing task 'register'\n",  # still running: not a finished step
+        encoding="utf-8",
+    )
+    steps = step_times(log.read_text(encoding="utf-8"))
+    assert [(s.name, round(s.start, 1), round(s.seconds, 1)) for s in steps] == [
+        ("validate", 0.0, 9.5),
+        ("finetune", 9.6, 180.0),
+        ("finetune", 10.1, 190.0),
+    ]
+    assert round(phase_seconds(steps, "finetune"), 1) == 190.5
+    assert phase_seconds(steps, "register") == 0.0
+
+    config = cfg.PipelineConfig().replace(state_dir=str(tmp_path))
+    result = LocalRunResult("md5:0", "passed", "base", "1", log)
+    metrics = {"test_accuracy": 0.9, "test_macro_f1": 0.9, "test_ece": 0.01, "batch_latency_ms": 40.0}
+    text = summary(config, result, metrics, {"promoted": "true"}, 3.4)
+    assert "  step times        validate 10 s, finetune 2 x (180/190) s, 190 s wall" in text

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bertops.artifacts import CURVES_FILE, load_tokenized, tokenized_max_length, write_training_record
 from bertops.batching import length_grouped_batches, pad_batch, predict_proba, shard_steps
-from bertops.cpu import thread_share
+from bertops.cpu import available_cpus, thread_share
 from bertops.device import DeviceClock, autocast_dtype, compile_toolchain_problem, precision_name
 from bertops.errors import BertopsError
 from bertops.model_source import load_tokenizer, resolve_model_source
@@ -93,7 +93,14 @@ def train(
     if device.type == "cpu":
         import torch
 
-        torch.set_num_threads(training_threads(config))
+        threads = training_threads(config)
+        torch.set_num_threads(threads)
+        # Candidates training side by side must not each take every core: say what this one took.
+        if ctx.is_main:
+            log.info(
+                "training on the CPU with %d thread(s): %d CPU(s) available, %d candidate(s) training side by side",
+                threads, available_cpus(), config.cpu_sharing,
+            )  # fmt: skip
     try:
         run = TrainingRun(tokenized_dir, out_dir, config, ctx, device, on_evaluation)
         for _ in run.steps():
