@@ -1,6 +1,8 @@
 import json
+import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -137,3 +139,22 @@ def test_an_onnx_graph_that_fails_its_parity_check_is_left_out(
     assert result.onnx_max_abs_diff is None and training_record(tmp_path / "model")["onnx_max_abs_diff"] is None
     assert not (tmp_path / "model" / ONNX_FILE).exists()
     assert "no ONNX model" in caplog.text
+
+
+def test_side_by_side_candidates_split_the_cpus_and_the_log_says_so(
+    tokenized_small: Path, tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    """Two candidates training at once each take half the CPUs (at least one thread), and the step log says so."""
+    from bertops.cpu import available_cpus
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    caplog.set_level(logging.INFO, logger="components.finetune.finetune")
+    try:
+        train(tokenized_small, tmp_path / "m", LoopConfig(base_model=str(tiny_model), max_steps=1, cpu_sharing=2))
+        share = max(1, available_cpus() // 2)
+        assert torch.get_num_threads() == share
+    finally:
+        torch.set_num_threads(before)
+    expected = f"training on the CPU with {share} thread(s): {available_cpus()} CPU(s) available, 2 candidate(s)"
+    assert expected in caplog.text
