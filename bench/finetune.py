@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.peak import matmul_peak
 from bertops.env import apply_env_defaults
 
 apply_env_defaults()
@@ -100,6 +99,8 @@ def rotten_tomatoes(out_dir: Path) -> dict[str, int]:
 
 def prepare(work: Path, dataset: str, max_length: int) -> Path:
     """The dataset's splits tokenized for MiniLM (unpadded)."""
+    from bertops.artifacts import write_validated_split
+    from bertops.dataio import read_table
     from bertops.default_data import materialize
     from components.tokenize.tokenization import tokenize_dataset
 
@@ -110,8 +111,13 @@ def prepare(work: Path, dataset: str, max_length: int) -> Path:
         data = Path("data")
     else:
         materialize(data)
+    # Tokenize reads what validate writes: each split as Parquet.
+    validated = work / "validated"
+    for split in ("train", "validation", "test"):
+        frame = read_table(data / f"{split}.jsonl")
+        write_validated_split(validated, split, frame["text"], frame["label"])
     tokenized = work / "tokenized"
-    tokenize_dataset(data, tokenized, MODEL, max_length=max_length)
+    tokenize_dataset(validated, tokenized, MODEL, max_length=max_length)
     return tokenized
 
 
@@ -237,6 +243,9 @@ def interleaved(
         seed=seed,
         report_to="none",
         disable_tqdm=True,
+        # The loop's precision (``auto``: bf16 autocast on CPUs with native bf16): a good engineer
+        # turns it on for the Trainer too, so the comparison is about the loop, not the number format.
+        bf16=loop_precision() == "bf16",
         # Its LengthGroupedSampler reads each row's input_ids length (no length column needed).
         train_sampling_strategy="group_by_length" if baseline == "grouped" else "random",
     )
@@ -265,6 +274,15 @@ def interleaved(
     return trainer, ours
 
 
+def loop_precision() -> str:
+    """What the loop trains in on this machine's CPU with its default ``precision=auto``: fp32 or bf16."""
+    import torch
+
+    from bertops.device import autocast_dtype
+
+    return "bf16" if autocast_dtype(torch.device("cpu"), "auto") == torch.bfloat16 else "fp32"
+
+
 def parameter_counts() -> tuple[int, int]:
     """The encoder's parameters, all and outside the embedding tables (6 x the latter is the matmul work)."""
     from transformers import AutoModelForSequenceClassification
@@ -290,7 +308,7 @@ def print_report(args: argparse.Namespace, steps: int, peaks: list[float], pairs
     print(
         f"MiniLM-L6 ({params / 1e6:.1f}M params, {matmul_params / 1e6:.1f}M outside the embeddings), "
         f"{args.dataset} train split, {steps} steps of batch {args.batch_size}, max_length {args.max_length}, "
-        f"{torch.get_num_threads()} threads; fp32 matmul peak {peak:.0f} GFLOP/s "
+        f"{torch.get_num_threads()} threads, both in {loop_precision()}; {loop_precision()} matmul peak {peak:.0f} GFLOP/s "
         f"(best of {', '.join(f'{p:.0f}' for p in peaks)})"
     )
     print(
@@ -331,20 +349,23 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--baselines", nargs="+", choices=list(BASELINES), default=["grouped", "padded", "dynamic"])
     args = cli.parse_args(argv)
     steps = args.steps or DEFAULT_STEPS[args.dataset]
+    # Imported here: tests load this file by path, where the bench package is not importable.
+    from bench.peak import matmul_peak
+
     logging.basicConfig(level=logging.WARNING)
     hf_logging.set_verbosity_error()
     pairs: list[tuple[int, Run, Run]] = []
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
         work = Path(tmp)
         tokenized = prepare(work, args.dataset, args.max_length)
-        peaks = [matmul_peak()]
+        peaks = [matmul_peak(precision=loop_precision())]
         for seed in args.seeds:
             for baseline in args.baselines:
                 trainer, loop = interleaved(
                     tokenized, work / f"{seed}-{baseline}", steps, args.batch_size, args.max_length, seed, baseline
                 )
                 pairs.append((seed, trainer, loop))
-                peaks.append(matmul_peak())
+                peaks.append(matmul_peak(precision=loop_precision()))
     print_report(args, steps, peaks, pairs)
 
 
