@@ -217,6 +217,23 @@ def _log_values(client: Any, run_id: str, submission: Submission) -> None:
         client.log_batch(run_id, metrics=curves[start : start + 1000])
     if submission.data_source:
         data = dataset_input(submission.lineage.get("data_version", ""), submission.data_source, submission.model_name)
+        _log_dataset(client, run_id, data)
+
+
+def _log_dataset(client: Any, run_id: str, data: Any) -> None:
+    """Link the dataset to the run; two runs registering the same data at once must both succeed.
+
+    MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when absent,
+    in one transaction: two registers doing so at once both miss it, and the second insert fails
+    its UNIQUE constraint (and is rolled back). Tried again, the lookup finds the first one's row.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_inputs(run_id, datasets=[data])
+    except MlflowException as exc:
+        if "UNIQUE constraint failed: datasets" not in str(exc):
+            raise
         client.log_inputs(run_id, datasets=[data])
 
 
