@@ -558,7 +558,8 @@ def _label_counts(frames: dict[str, pd.DataFrame], label_column: str) -> dict[st
     counts = {}
     for split, frame in frames.items():
         if label_column in frame.columns:
-            labels = frame[label_column].map(lambda v: MISSING_LABEL if v is None or v != v else str(v))
+            label = frame[label_column]
+            labels = label.astype(str).where(label.notna(), MISSING_LABEL)
             counts[split] = {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
     return counts
 
