@@ -36,14 +36,22 @@ def split_path(data_dir: Path, split: str) -> Path:
 
 
 def write_validated_split(data_dir: Path, split: str, texts: Any, labels: Any) -> None:
-    """Write one validated split whole or not at all (a temporary file renamed into place)."""
+    """Write one validated split whole or not at all (a temporary file renamed into place).
+
+    Texts go to Parquet straight from pyarrow (zero-copy for a pyarrow-backed Series); the file
+    reads back as the plain string columns ``pandas.DataFrame.to_parquet`` would have written.
+    """
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     path = split_path(data_dir, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    frame = pd.DataFrame({"text": pd.Series(texts).to_numpy(), "label": pd.Series(labels).astype(str).to_numpy()})
-    frame.to_parquet(tmp, index=False)
+    texts = pd.Series(texts)
+    text = pa.array(texts) if isinstance(texts.dtype, pd.ArrowDtype) else pa.array(texts.to_numpy(), from_pandas=True)
+    label = pa.array(pd.Series(labels).astype(str).to_numpy(), type=pa.string())
+    pq.write_table(pa.table({"text": text, "label": label}), tmp)
     tmp.replace(path)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,8 +33,12 @@ def find_split_file(data_dir: Path, split: str) -> Path:
     return found[0]
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read one JSON Lines, CSV or Parquet file; unreadable files raise ``BertopsError`` naming the file."""
+def read_table(path: Path, arrow_columns: Collection[str] = ()) -> pd.DataFrame:
+    """Read one JSON Lines, CSV or Parquet file; unreadable files raise ``BertopsError`` naming the file.
+
+    Columns named in ``arrow_columns`` that a JSON Lines file holds as plain strings stay pyarrow-backed
+    (``pandas.ArrowDtype``): no Python string per row, which costs seconds on a million long texts.
+    """
     import pandas as pd
 
     if not path.is_file():
@@ -43,7 +47,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise BertopsError(f"{path}: file is empty")
     try:
         if path.suffix == ".jsonl":
-            return _read_jsonl(path)
+            return _read_jsonl(path, arrow_columns)
         if path.suffix == ".csv":
             return pd.read_csv(path, encoding="utf-8", dtype=object, keep_default_na=False, na_values=[""])
         if path.suffix == ".parquet":
@@ -57,7 +61,7 @@ def read_table(path: Path) -> pd.DataFrame:
     raise BertopsError(f"{path}: unsupported format {path.suffix!r} (use .jsonl, .csv or .parquet)")
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
+def _read_jsonl(path: Path, arrow_columns: Collection[str] = ()) -> pd.DataFrame:
     """pyarrow's multithreaded reader when it reads the file as the line-by-line reader would, else the latter.
 
     pyarrow infers timestamps from date-like strings and makes arrays of nested values; those files,
@@ -75,7 +79,14 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     plain = (pa.string(), pa.large_string(), pa.int64(), pa.float64(), pa.bool_(), pa.null())
     if table.num_rows == 0 or any(field.type not in plain for field in table.schema):
         return _read_jsonl_lines(path)
-    return table.to_pandas()
+    import pandas as pd
+
+    names = table.column_names
+    kept = [name for name in arrow_columns if name in names and table.schema.field(name).type == pa.string()]
+    frame = table.drop_columns(kept).to_pandas()
+    for name in kept:
+        frame.insert(names.index(name), name, pd.Series(pd.arrays.ArrowExtensionArray(table.column(name))))
+    return frame
 
 
 def _read_jsonl_lines(path: Path) -> pd.DataFrame:
@@ -141,12 +152,15 @@ def split_indices(
     return splits
 
 
-def load_dataset(path: Path, label_column: str = "label", seed: int = SPLIT_SEED) -> dict[str, pd.DataFrame]:
+def load_dataset(
+    path: Path, label_column: str = "label", seed: int = SPLIT_SEED, arrow_columns: Collection[str] = ()
+) -> dict[str, pd.DataFrame]:
     """The three splits of ``path``: a directory with ``train``/``validation``/``test`` files, or one
-    file that is split here (stratified by ``label_column``, 70/10/20, with ``seed``)."""
+    file that is split here (stratified by ``label_column``, 70/10/20, with ``seed``); ``arrow_columns``
+    as for ``read_table``."""
     if path.is_dir() or not path.exists():
-        return {split: read_table(find_split_file(path, split)) for split in SPLITS}
-    frame = read_table(path)
+        return {split: read_table(find_split_file(path, split), arrow_columns) for split in SPLITS}
+    frame = read_table(path, arrow_columns)
     if label_column not in frame.columns:
         raise BertopsError(
             f"{path}: no column {label_column!r} to split on (columns: {', '.join(map(str, frame.columns))})"

@@ -114,70 +114,133 @@ class ValidationReport:
 
 # The ASCII characters Python's ``\s`` and ``str.strip`` count as whitespace (RE2's ``\s`` lacks \v and \x1c-\x1f).
 _ASCII_SPACE_RUN = r"[\t\n\v\f\r\x1c-\x1f ]+"
+# What an ASCII text needs beyond lower-casing to be normalised: whitespace other than single inner spaces.
+_ASCII_SPACE_TO_FIX = r"[\t\n\v\f\r\x1c-\x1f]|  |^ | $"
+# Every character ``str.isspace`` (so ``str.strip``) counts as whitespace; a test checks it against Python.
+PYTHON_SPACES = (
+    "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
     r"""Casefold, collapse runs of whitespace to one space, and strip: the key for near duplicates.
 
-    ASCII texts (where casefolding is lowercasing) go through pyarrow's vectorised kernels, ~10x
-    faster than Python's per-text regex on a million rows; the rest through Python's own
-    ``\s``/``casefold``, so the key is the same either way.
+    Nulls become empty keys. See ``_normalised_keys`` for how it is computed fast.
     """
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    texts = pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-    collapsed = pc.utf8_trim(pc.replace_substring_regex(texts, _ASCII_SPACE_RUN, " "), " ")
-    keys = pc.ascii_lower(collapsed).to_numpy(zero_copy_only=False)
-    for i in (~pc.string_is_ascii(texts).fill_null(True).to_numpy(zero_copy_only=False)).nonzero()[0]:
-        keys[i] = re.sub(r"\s+", " ", str(keys[i])).strip().casefold()
+    keys = _normalised_keys(_as_arrow(values)).to_numpy(zero_copy_only=False)
     return pd.Series(keys, index=values.index, dtype=object)
 
 
-def _seen_before(texts: dict[str, pd.Series]) -> dict[str, tuple[Any, Any]]:
+def _as_arrow(values: pd.Series) -> Any:
+    """A string Series as one pyarrow ``large_string`` array, nulls as empty strings (zero-copy when arrow-backed)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(values.dtype, pd.ArrowDtype):
+        array = pa.chunked_array(pa.array(values)).combine_chunks()
+    else:
+        array = pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    return array.cast(pa.large_string()).fill_null("")
+
+
+def _normalised_keys(texts: Any) -> Any:
+    r"""``normalise_text`` of a pyarrow string array without nulls.
+
+    ASCII texts (where casefolding is lowercasing) go through pyarrow's vectorised kernels, and only
+    those with whitespace to fix through its (slow) regex replace; the rest through Python's own
+    ``\s``/``casefold``, so the key is the same either way.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = pc.ascii_lower(texts)
+    to_fix = pc.match_substring_regex(texts, _ASCII_SPACE_TO_FIX)
+    if pc.any(to_fix).as_py():
+        fixed = pc.utf8_trim(pc.replace_substring_regex(pc.filter(keys, to_fix), _ASCII_SPACE_RUN, " "), " ")
+        keys = pc.replace_with_mask(keys, to_fix, fixed)
+    other = pc.invert(pc.string_is_ascii(texts))
+    if pc.any(other).as_py():
+        slow = [re.sub(r"\s+", " ", text).strip().casefold() for text in pc.filter(texts, other).to_pylist()]
+        keys = pc.replace_with_mask(keys, other, pa.array(slow, type=keys.type))
+    return keys
+
+
+def _seen_before(texts: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Per split, an exact id for each text and whether that text appeared in an earlier split.
 
-    Ids come from ``pandas.factorize`` over all splits in order (exact, no hash collisions): a
-    text whose id is below the count of distinct texts before its split appeared earlier.
+    ``texts`` holds pyarrow string arrays without nulls. Ids are the codes of pyarrow's
+    ``dictionary_encode`` over all splits in order (exact, no hash collisions, numbered in order
+    of first appearance like ``pandas.factorize``): a text whose id is below the count of
+    distinct texts before its split appeared earlier.
     """
-    import pandas as pd
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    ids, _ = pd.factorize(pd.concat(texts.values(), ignore_index=True))
+    whole = pa.concat_arrays(list(texts.values())) if texts else pa.array([], type=pa.large_string())
+    ids = pc.dictionary_encode(whole).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     start, distinct_before = 0, 0
     out = {}
-    for split, series in texts.items():
-        split_ids = ids[start : start + len(series)]
+    for split, array in texts.items():
+        split_ids = ids[start : start + len(array)]
         out[split] = (split_ids, split_ids < distinct_before)
-        start += len(series)
+        start += len(array)
         distinct_before = int(ids[:start].max()) + 1 if start else 0
     return out
 
 
-def _label_flags(label: pd.Series) -> dict[str, Any]:
+def _label_flags(label: pd.Categorical) -> dict[str, Any]:
     """Rows whose label is malformed, one boolean array per kind (nulls are never flagged here).
 
     These are rejected, not normalised: silently merging ``"sport "`` into ``"sport"`` or
     mapping ``3`` to a name would change what the data says without anyone seeing it. Of a
     group of case/whitespace variants, the rows of the most common spelling are left unflagged
     so the rows named are the odd ones out; likewise for the minority kind of a mixed column.
+    Each test runs once per distinct label and reaches the rows through the codes.
     """
     import numpy as np
+    import pandas as pd
 
-    present = label.notna().to_numpy()
-    values = label.fillna("")
-    padded = present & (values != values.str.strip()).to_numpy()
-    counts = values[present].value_counts()
+    codes = np.asarray(label.codes)
+    present = codes >= 0
+    names = pd.Series(np.asarray(label.categories, dtype=object), dtype=object)
+
+    def per_row(flags: Any) -> Any:
+        return present & np.append(np.asarray(flags, dtype=bool), False)[codes]
+
+    padded = per_row(names != names.str.strip())
+    counts = pd.Series(names.to_numpy()[codes[present]], dtype=object).value_counts()
     keys = normalise_text(counts.index.to_series())
     # Within each normalised group the first (most common) spelling is the accepted one.
-    odd = set(counts.index[keys.duplicated().to_numpy()])
-    variant = present & values.isin(odd).to_numpy()
-    numeric = values.str.strip().str.fullmatch(r"[+-]?\d+(\.\d+)?").fillna(False).to_numpy(dtype=bool)
-    n_numeric, n_named = int((numeric & present).sum()), int((~numeric & present).sum())
-    mixed = np.zeros(len(values), dtype=bool)
+    variant = per_row(names.isin(set(counts.index[keys.duplicated().to_numpy()])))
+    numeric = per_row(names.str.strip().str.fullmatch(r"[+-]?\d+(\.\d+)?"))
+    n_numeric, n_named = int(numeric.sum()), int((~numeric & present).sum())
+    mixed = np.zeros(len(codes), dtype=bool)
     if n_numeric and n_named:
         mixed = present & (numeric if n_numeric <= n_named else ~numeric)
     return {PADDED: padded, VARIANT: variant, MIXED: mixed}
+
+
+def _text_columns(text: pd.Series) -> tuple[Any, Any, Any]:
+    """A text column as (pyarrow strings, nulls as empty and other values as ``str``; is-a-string flags;
+    stripped lengths as floats, NaN where the text is missing)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    missing = text.isna().to_numpy()
+    if isinstance(text.dtype, pd.ArrowDtype) or pd.api.types.infer_dtype(text, skipna=True) == "string":
+        array = _as_arrow(text)
+        is_str = ~missing
+    else:
+        is_str = text.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        array = _as_arrow(text.map(lambda v: "" if v is None or v is pd.NA else str(v)))
+    length = pc.utf8_length(pc.utf8_trim(array, PYTHON_SPACES)).to_numpy(zero_copy_only=False).astype(np.float64)
+    length[missing] = np.nan
+    return array, is_str, length
 
 
 def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_column: str) -> dict[str, pd.DataFrame]:
@@ -187,12 +250,12 @@ def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_colu
     million long texts; on these numeric columns it costs milliseconds. A derived column exists
     exactly when its source column does, so existence checks still see a missing column.
     Texts are identified exactly (see ``_seen_before``), once as given and once normalised
-    (``normalise_text``) for near-duplicate leakage.
+    (``normalise_text``) for near-duplicate leakage. Each text column becomes one pyarrow array
+    once, and every derived column comes from it with vectorised kernels.
     """
-    import numpy as np
     import pandas as pd
 
-    texts: dict[str, pd.Series] = {}
+    texts: dict[str, Any] = {}
     out: dict[str, pd.DataFrame] = {}
     for split in SPLITS:
         frame = frames[split]
@@ -201,25 +264,17 @@ def derive_columns(frames: dict[str, pd.DataFrame], text_column: str, label_colu
             label = frame[label_column]
             # Plain arrays from here on: the input's index (a slice, say) must not realign rows.
             as_text = label.astype(str).where(label.notna(), None)
-            columns[label_column] = pd.Categorical(as_text.to_numpy())
-            for suffix, flags in _label_flags(as_text.reset_index(drop=True)).items():
+            columns[label_column] = pd.Categorical(as_text.to_numpy(dtype=object))
+            for suffix, flags in _label_flags(columns[label_column]).items():
                 columns[label_column + suffix] = flags
         if text_column in frame.columns:
-            text = frame[text_column]
-            if pd.api.types.infer_dtype(text, skipna=True) == "string":
-                is_str = text.notna().to_numpy()
-                texts[split] = text.fillna("")
-            else:
-                is_str = text.map(lambda v: isinstance(v, str)).to_numpy()
-                texts[split] = text.map(lambda v: "" if v is None or v is pd.NA else str(v))
-            length = texts[split].str.strip().str.len().astype("float64").to_numpy()
-            length[text.isna().to_numpy()] = np.nan
+            texts[split], is_str, length = _text_columns(frame[text_column])
             columns[text_column + LENGTH] = length
             columns[text_column + STRING] = is_str
         out[split] = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
     if texts:
         exact = _seen_before(texts)
-        near = _seen_before({split: normalise_text(series) for split, series in texts.items()})
+        near = _seen_before({split: _normalised_keys(array) for split, array in texts.items()})
         for split, (split_ids, seen) in exact.items():
             out[split][text_column + HASH] = split_ids
             out[split][text_column + SEEN] = seen
@@ -242,8 +297,8 @@ def build_profile(
         train[text_column + LENGTH].dropna().to_numpy(),
         train[label_column].astype(str).tolist(),
         data_version,
-        frames["train"][text_column].astype(str).tolist(),
-        frames["validation"][text_column].astype(str).tolist(),
+        _as_arrow(frames["train"][text_column]),
+        _as_arrow(frames["validation"][text_column]),
     )
 
 
@@ -399,7 +454,7 @@ def _check_result(
     observed, value = _observed(config, details, derived.get(column) if column else None, bool(item.success))
     share_check = SHARE_OF in (config.meta or {})
     rows = [] if share_check else [int(i) for i in details.get("partial_unexpected_index_list", [])[:3]]
-    examples = [repr(original[source].iloc[i])[:80] for i in rows] if source in original.columns else []
+    examples = [_example(original[source], i) for i in rows] if source in original.columns else []
     if not item.success and item.exception_info and item.exception_info.get("raised_exception"):
         examples.append(str(item.exception_info.get("exception_message", ""))[:160])
     return CheckResult(
@@ -414,6 +469,14 @@ def _check_result(
         rows=[i + 1 for i in rows],
         value=value,
     )
+
+
+def _example(values: pd.Series, row: int) -> str:
+    """One value as the report quotes it; a pyarrow-backed column's missing value reads ``None`` as in any other."""
+    import pandas as pd
+
+    value = values.iloc[row]
+    return repr(None if value is pd.NA and isinstance(values.dtype, pd.ArrowDtype) else value)[:80]
 
 
 def _observed(
@@ -495,7 +558,8 @@ def _label_counts(frames: dict[str, pd.DataFrame], label_column: str) -> dict[st
     counts = {}
     for split, frame in frames.items():
         if label_column in frame.columns:
-            labels = frame[label_column].map(lambda v: MISSING_LABEL if v is None or v != v else str(v))
+            label = frame[label_column]
+            labels = label.astype(str).where(label.notna(), MISSING_LABEL)
             counts[split] = {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
     return counts
 
@@ -565,7 +629,7 @@ def validate_dataset(
     reference profile for drift checks; with ``update_reference`` it is created or replaced,
     only when validation passes.
     """
-    frames = load_dataset(data_path, label_column)
+    frames = load_dataset(data_path, label_column, arrow_columns=(text_column,))
     reference = (
         json.loads(profile_path.read_text(encoding="utf-8")) if profile_path and profile_path.is_file() else None
     )
