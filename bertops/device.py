@@ -54,6 +54,11 @@ def cpu_has_native_bf16() -> bool:
     """True on CPUs with AVX-512 BF16 or AMX; elsewhere bf16 autocast is emulated and much slower."""
     import torch
 
+    # torch.cpu's probes read the CPU's own feature bits; get_cpu_capability() names only the
+    # kernels ATen dispatches to ("AVX512" on an AMX Xeon), so it alone misses these CPUs.
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if any(probe is not None for probe in probes):
+        return any(probe() for probe in probes if probe is not None)
     capability = torch.backends.cpu.get_cpu_capability()
     return capability in ("AVX512_BF16", "AMX") or "AMX" in capability
 

@@ -46,7 +46,7 @@ class ServingConfig:
     device: str = field(default="auto", metadata={"help": "auto (cuda when a GPU is visible), cpu or cuda"})
     precision: str = field(
         default="auto",
-        metadata={"help": "PyTorch autocast: auto (bf16/fp16 on GPUs, fp32 on most CPUs), fp32, bf16, fp16"},
+        metadata={"help": "PyTorch autocast: auto (bf16/fp16 on GPUs, fp32 on CPUs), fp32, bf16, fp16"},
     )
     threads: int = field(
         default=0,

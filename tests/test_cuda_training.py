@@ -229,8 +229,8 @@ def test_a_checkpoint_of_another_resolved_precision_is_not_resumed(
     the resolved precision is part of the checkpoint's settings; a mismatch is refused with the
     one-line error every other changed setting gets."""
     out = tmp_path / "m"
-    # A CPU with native bf16 (torch/backends/cpu, get_cpu_capability) resolves "auto" to bf16.
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AMX")
+    # A CPU with native bf16 (torch/cpu's feature probes) resolves "auto" to bf16.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     first = train(tokenized_small, out, LoopConfig(base_model=str(tiny_model), max_steps=2, checkpoint_every=1))
     assert first.precision == "bfloat16"
     monkeypatch.undo()
@@ -356,3 +356,16 @@ def test_a_divergence_seen_by_one_rank_stops_every_rank(
     for rank, (process, err) in enumerate(zip(ranks, errors, strict=True)):
         assert process.returncode == 2, f"rank {rank}: {err[-2000:]}"
         assert f"finetune[rank {rank}] ERROR training diverged at step 3" in err, err[-2000:]
+
+
+def test_native_bf16_comes_from_the_cpus_feature_bits_not_the_dispatch_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch/cpu/__init__.py: ``_is_amx_tile_supported`` and ``_is_avx512_bf16_supported`` read CPUID;
+    ``torch.backends.cpu.get_cpu_capability()`` says "AVX512" on an AMX Xeon. ``auto`` follows the bits."""
+    from bertops.device import cpu_has_native_bf16
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for amx, avx512_bf16, native in ((True, False, True), (False, True, True), (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda b=avx512_bf16: b, raising=False)
+        assert cpu_has_native_bf16() is native
+        assert autocast_dtype(torch.device("cpu")) == (torch.bfloat16 if native else None)
