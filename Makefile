@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.bertops-installed
 # The CPU build of torch; a CUDA machine can override it, e.g. TORCH_SPEC='torch==2.13.0'.
 TORCH_SPEC ?= torch==2.13.0
@@ -55,7 +56,7 @@ typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
 
 test: $(STAMP) $(TOOLS) lint typecheck test-images ## Lint, type-check, build the CPU image, then every test (unit, component, cluster, containers, end-to-end)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 images: $(STAMP) ## Build the CPU image (starts a container engine as root; makes a base image when no registry answers)
 	PYTHON=$(BIN)/python docker/build.sh cpu

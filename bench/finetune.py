@@ -246,6 +246,7 @@ def interleaved(
         # The loop's precision (``auto``: bf16 autocast on CPUs with native bf16): a good engineer
         # turns it on for the Trainer too, so the comparison is about the loop, not the number format.
         bf16=loop_precision() == "bf16",
+        use_cpu=True,  # the loop trains on this CPU too (and the Trainer's bf16 check asks for it)
         # Its LengthGroupedSampler reads each row's input_ids length (no length column needed).
         train_sampling_strategy="group_by_length" if baseline == "grouped" else "random",
     )
