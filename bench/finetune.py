@@ -243,8 +243,7 @@ def interleaved(
         seed=seed,
         report_to="none",
         disable_tqdm=True,
-        # The loop's precision (``auto``: bf16 autocast on CPUs with native bf16): a good engineer
-        # turns it on for the Trainer too, so the comparison is about the loop, not the number format.
+        # The loop's precision (bf16 on CPUs with native bf16): the comparison is not about number formats.
         bf16=loop_precision() == "bf16",
         use_cpu=True,  # the loop trains on this CPU too (and the Trainer's bf16 check asks for it)
         # Its LengthGroupedSampler reads each row's input_ids length (no length column needed).

@@ -119,8 +119,16 @@ class ProgressBoard:
             f"ETA {format_eta(progress.eta_seconds)}"
         )
 
+    def _columns(self) -> int:
+        """The width of the terminal the board draws on (not necessarily this process's stdout)."""
+        try:
+            columns = os.get_terminal_size(self._out.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        return columns or shutil.get_terminal_size((120, 24)).columns
+
     def _draw(self) -> None:
-        columns = shutil.get_terminal_size((120, 24)).columns - 1
+        columns = self._columns() - 1
         width = max((len(f"finetune {tag}") for tag in self._lines), default=0)
         for progress in self._lines.values():
             # Never wider than the terminal: a wrapped line would throw off the erasing.

@@ -3,11 +3,14 @@ loss, samples/s and ETA; no third-party chatter; a log file without colour codes
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
 import pty
 import re
+import struct
+import termios
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,8 @@ def _screen(output: str) -> list[str]:
 
 def test_on_a_terminal_each_candidate_has_one_line_redrawn_in_place() -> None:
     main, side = pty.openpty()
+    # A 120-column terminal: the board cuts its lines to the width of the terminal it draws on.
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     log = io.StringIO()
     with os.fdopen(side, "w", encoding="utf-8") as tty:
         step_log = _StepLogFilter(log, tty, verbose=False)
